@@ -1,0 +1,10 @@
+"""poseloop: markerless animal pose tracking for closed-loop experiments."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("poseloop")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0+unknown"
+
+__all__ = ["__version__"]

@@ -1,0 +1,121 @@
+"""The ``poseloop`` command: train, evaluate and demo.
+
+Errors the user can fix (``PoseloopError``) print one clear message and exit with
+status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from poseloop import __version__
+from poseloop.errors import PoseloopError
+
+
+def _train_config(args: argparse.Namespace):
+    from poseloop.config import TrainConfig, load_yaml, validate
+
+    cfg = load_yaml(TrainConfig, args.config) if args.config else TrainConfig()
+    overrides = {
+        "backbone": args.backbone, "weights": args.weights, "iterations": args.iterations,
+        "max_minutes": args.max_minutes, "batch_size": args.batch_size, "seed": args.seed,
+    }
+    data = cfg.model_dump()
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return validate(TrainConfig, data, "command line")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from poseloop.project import read_project
+    from poseloop.training.run import read_run
+    from poseloop.training.train import train
+
+    if args.resume:
+        if not args.out:
+            raise PoseloopError("--resume needs --out RUN_DIR of the run to continue")
+        info = read_run(args.out)
+        project = read_project(info.project_root)
+        cfg = info.config
+    else:
+        project = read_project(args.project)
+        cfg = _train_config(args)
+    out = Path(args.out) if args.out else Path("runs") / (
+        f"{project.task}-{cfg.backbone}-{time.strftime('%Y%m%d-%H%M%S')}"
+    )
+    print(f"training {cfg.backbone} on {project.root} ({len(project.frames)} labeled frames) "
+          f"-> {out}")
+    train(project, cfg, out, resume=args.resume)
+    print(f"run saved in {out}; evaluate with: poseloop evaluate {out}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from poseloop.training.evaluate import evaluate, format_summary
+
+    result = evaluate(args.run, args.project, args.out, plots=args.plots)
+    print(format_summary(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from poseloop.demo import run_demo
+
+    run_demo(Path(args.out), seconds=args.seconds)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    p = argparse.ArgumentParser(prog="poseloop", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"poseloop {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a pose network on a DeepLabCut project")
+    t.add_argument("project", nargs="?", help="DeepLabCut project folder (with config.yaml)")
+    t.add_argument("--config", help="training config YAML (see configs/train.yaml)")
+    t.add_argument("--backbone", help="mobilenet_v2[_0.75|_0.5|_0.35], resnet50, efficientnet_b0")
+    t.add_argument("--weights", help="imagenet (default), none, or a local weights file")
+    t.add_argument("--iterations", type=int, help="optimizer steps")
+    t.add_argument("--max-minutes", type=float, help="wall-clock budget in minutes")
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--seed", type=int, help="split and training seed")
+    t.add_argument("--out", help="run folder (default runs/<task>-<backbone>-<time>)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="train/test pixel errors of a run, with plots")
+    e.add_argument("run", help="run folder written by poseloop train")
+    e.add_argument("--project", help="evaluate on another project's labeled frames")
+    e.add_argument("--out", help="output folder (default RUN/evaluation)")
+    e.add_argument("--json", help="also write the figures to this JSON file")
+    e.add_argument("--plots", type=int, default=50, help="how many frames to plot")
+    e.set_defaults(func=cmd_evaluate)
+
+    d = sub.add_parser("demo", help="synthetic project -> train -> evaluate, no data needed")
+    d.add_argument("--out", default="runs/demo", help="where the demo project and run go")
+    d.add_argument("--seconds", type=float, default=60.0, help="training time budget")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``poseloop`` console command."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except PoseloopError as e:
+        print(f"poseloop {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"poseloop {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Typed, validated configuration objects loaded from YAML.
+
+Every option has a default that works. Unknown keys, wrong types and out-of-range values
+are rejected with a ``ConfigError`` that names the file and the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from poseloop.errors import ConfigError
+
+BACKBONES = (
+    "mobilenet_v2",
+    "mobilenet_v2_0.75",
+    "mobilenet_v2_0.5",
+    "mobilenet_v2_0.35",
+    "resnet50",
+    "efficientnet_b0",
+)
+
+
+class Strict(BaseModel):
+    """Base for config sections: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class AugmentConfig(Strict):
+    """Label-preserving augmentation applied to every training sample."""
+
+    crop_size: tuple[int, int] = Field((320, 320), description="training crop (width, height)")
+    global_scale: float = Field(0.8, gt=0, le=4, description="scale applied at training and test")
+    scale_range: float = Field(0.25, ge=0, lt=1, description="scale jitter: global_scale*(1±r)")
+    rotation: float = Field(25.0, ge=0, le=180, description="max rotation in degrees")
+    crop_on_keypoint: float = Field(
+        0.7, ge=0, le=1, description="probability of centring the crop near a labeled point"
+    )
+    hflip: bool = Field(False, description="random horizontal flips (needs left/right pairs)")
+    flip_pairs: list[tuple[str, str]] | Literal["auto"] = Field(
+        "auto", description="bodyparts swapped by a flip; 'auto' pairs left*/right* names"
+    )
+    brightness: float = Field(0.25, ge=0, le=1, description="max relative brightness change")
+    contrast: float = Field(0.25, ge=0, le=1, description="max relative contrast change")
+    blur_prob: float = Field(0.2, ge=0, le=1, description="probability of a Gaussian blur")
+    noise_std: float = Field(4.0, ge=0, le=64, description="max std of Gaussian pixel noise")
+
+    @model_validator(mode="after")
+    def _crop_multiple_of_32(self) -> AugmentConfig:
+        for v in self.crop_size:
+            if v < 64 or v % 32:
+                raise ValueError(f"crop_size values must be multiples of 32 and >= 64, got {v}")
+        return self
+
+
+class TrainConfig(Strict):
+    """Everything a training run needs besides the project; saved in the run folder."""
+
+    backbone: str = Field("mobilenet_v2", description=f"one of {', '.join(BACKBONES)}")
+    weights: str = Field("imagenet", description="'imagenet', 'none', or a local weights file")
+    output_stride: Literal[8, 16, 32] | None = Field(
+        None, description="backbone stride; None = 16 for mobilenet/resnet, 32 for efficientnet"
+    )
+    iterations: int = Field(3000, ge=1, description="optimizer steps")
+    max_minutes: float | None = Field(None, gt=0, description="wall-clock budget; stops early")
+    batch_size: int = Field(8, ge=1, le=256)
+    lr: float = Field(1e-3, gt=0, lt=1, description="peak learning rate (AdamW)")
+    weight_decay: float = Field(1e-4, ge=0, lt=1)
+    warmup_iterations: int = Field(100, ge=0)
+    locref_weight: float = Field(0.05, ge=0, description="weight of the Huber locref loss")
+    pos_dist_thresh: float = Field(17.0, gt=0, description="target disk radius in pixels")
+    locref_stdev: float = Field(7.2801, gt=0)
+    seed: int = Field(0, ge=0, description="seed of the train/test split and of training")
+    training_fraction: float | None = Field(
+        None, gt=0, le=1, description="None = the project's TrainingFraction"
+    )
+    checkpoint_every: int = Field(500, ge=1, description="iterations between checkpoints")
+    threads: int | None = Field(None, ge=1, description="torch threads; None = available cores")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    @model_validator(mode="after")
+    def _known_backbone(self) -> TrainConfig:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
+        return self
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = []
+    for e in error.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"{source}: field '{where}': {e['msg']}")
+    return "\n".join(lines)
+
+
+def validate(model: type[M], data: Any, source: str = "config") -> M:
+    """Validate a mapping into ``model``; raise ConfigError naming source and field."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of options, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, source)) from None
+
+
+def load_yaml(model: type[M], path: str | Path) -> M:
+    """Read a YAML file safely and validate it into ``model``."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config ({e.strerror})") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from e
+    return validate(model, data, str(path))
+
+
+def dump_yaml(config: BaseModel, path: str | Path) -> None:
+    """Write a config as YAML that ``load_yaml`` reads back to an equal object."""
+    data = config.model_dump(mode="json")
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False))

@@ -1,0 +1,1 @@
+"""Model import and export: DeepLabCut 3 files, ONNX."""

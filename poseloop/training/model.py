@@ -1,0 +1,90 @@
+"""The DeepLabCut network: ImageNet backbone + transposed-convolution head to stride 8.
+
+``PoseNet`` takes RGB float images in 0..255 (N x 3 x H x W), normalises them inside the
+network (so export can feed raw camera pixels) and returns scoremap *logits* (N x K x h x w)
+and locref (N x 2K x h x w, interleaved dx, dy per bodypart, in locref_stdev units).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from poseloop.heatmap import HeatmapSpec
+from poseloop.training.backbones import build_backbone
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+HEAD_STRIDE = 8
+
+
+class DeconvHead(nn.Module):
+    """Upsample backbone features to stride 8 and predict scoremaps and locref.
+
+    One transposed convolution per factor of two, as in DeepLabCut; with more than one,
+    the first ones are shared (256 channels, BN, ReLU) and the last is per output.
+    """
+
+    def __init__(self, in_channels: int, num_parts: int, upsamplings: int, mid: int = 256):
+        super().__init__()
+        layers: list[nn.Module] = []
+        ch = in_channels
+        for _ in range(max(upsamplings - 1, 0)):
+            layers += [
+                nn.ConvTranspose2d(ch, mid, 4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(mid),
+                nn.ReLU(inplace=True),
+            ]
+            ch = mid
+        self.shared = nn.Sequential(*layers)
+        if upsamplings == 0:
+            self.scoremap = nn.Conv2d(ch, num_parts, 3, padding=1)
+            self.locref = nn.Conv2d(ch, 2 * num_parts, 3, padding=1)
+        else:
+            self.scoremap = nn.ConvTranspose2d(ch, num_parts, 4, stride=2, padding=1)
+            self.locref = nn.ConvTranspose2d(ch, 2 * num_parts, 4, stride=2, padding=1)
+        for conv in (self.scoremap, self.locref):
+            nn.init.normal_(conv.weight, std=0.001)
+        # Start scoremaps at a ~1% prior so early training is not swamped by negatives.
+        nn.init.constant_(self.scoremap.bias, -math.log(99.0))
+        nn.init.zeros_(self.locref.bias)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.shared(x)
+        return self.scoremap(x), self.locref(x)
+
+
+class PoseNet(nn.Module):
+    """Backbone + DeepLabCut head; input RGB 0..255 floats, output (logits, locref)."""
+
+    def __init__(
+        self,
+        backbone: str,
+        num_parts: int,
+        weights: str = "imagenet",
+        output_stride: int | None = None,
+    ):
+        super().__init__()
+        bb = build_backbone(backbone, weights, output_stride)
+        self.backbone_name = backbone
+        self.output_stride = bb.stride
+        self.backbone = bb.features
+        up = int(round(math.log2(bb.stride / HEAD_STRIDE)))
+        self.head = DeconvHead(bb.channels, num_parts, up)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("inv_std", 1.0 / std, persistent=False)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (image - self.mean) * self.inv_std
+        return self.head(self.backbone(x))
+
+
+def heatmap_spec(locref_stdev: float, pos_dist_thresh: float) -> HeatmapSpec:
+    """The geometry of every PoseNet's outputs (stride 8, DeepLabCut's half-stride offset)."""
+    return HeatmapSpec.for_stride(
+        HEAD_STRIDE, locref_stdev=locref_stdev, pos_dist_thresh=pos_dist_thresh
+    )

