@@ -1,4 +1,4 @@
-"""The ``poseloop`` command: train, evaluate and demo.
+"""The ``poseloop`` command: train, evaluate, export, import-dlc and demo.
 
 Errors the user can fix (``PoseloopError``) print one clear message and exit with
 status 2; anything else is a bug and keeps its traceback.
@@ -41,8 +41,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         project = read_project(info.project_root)
         cfg = info.config
     else:
+        cfg = _train_config(args)  # a bad option is reported before any data is read
+        if not args.project:
+            raise PoseloopError("train needs a PROJECT folder (or --resume --out RUN_DIR)")
         project = read_project(args.project)
-        cfg = _train_config(args)
     out = Path(args.out) if args.out else Path("runs") / (
         f"{project.task}-{cfg.backbone}-{time.strftime('%Y%m%d-%H%M%S')}"
     )
@@ -61,6 +63,51 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     return 0
+
+
+def _export_options(args: argparse.Namespace):
+    from poseloop.export.pipeline import ExportOptions
+
+    return ExportOptions(
+        int8=args.int8, fp16=args.fp16, opset=args.opset, exporter=args.exporter,
+        parity=not args.no_parity, int8_tolerance=args.int8_tolerance, force=args.force,
+    )
+
+
+def _print_written(result) -> None:
+    for path in (result.path, result.int8_path, result.fp16_path):
+        if path is not None:
+            print(f"wrote {path}")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from poseloop.export.pipeline import export_run
+
+    _print_written(export_run(args.run, args.out, _export_options(args)))
+    return 0
+
+
+def cmd_import_dlc(args: argparse.Namespace) -> int:
+    from poseloop.export.pipeline import import_dlc
+
+    result = import_dlc(args.model, args.out, args.frames, args.pcutoff, _export_options(args))
+    _print_written(result)
+    return 0
+
+
+def _add_export_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--int8", action="store_true",
+                   help="also write a static-int8 model (.int8.onnx) calibrated on real frames")
+    p.add_argument("--fp16", action="store_true",
+                   help="also write an fp16 model (.fp16.onnx), for GPU providers")
+    p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo",
+                   help="torch.onnx exporter (torchscript: legacy, much faster to export)")
+    p.add_argument("--no-parity", action="store_true",
+                   help="skip the ONNX-vs-PyTorch check on real frames")
+    p.add_argument("--int8-tolerance", type=float, default=0.5, metavar="PX",
+                   help="refuse int8 when its error grows by more than PX pixels")
+    p.add_argument("--force", action="store_true", help="keep an int8 model out of tolerance")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -96,6 +143,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="also write the figures to this JSON file")
     e.add_argument("--plots", type=int, default=50, help="how many frames to plot")
     e.set_defaults(func=cmd_evaluate)
+
+    x = sub.add_parser("export", help="export a trained run to ONNX (checked on real frames)")
+    x.add_argument("run", help="run folder written by poseloop train")
+    x.add_argument("--out", help="ONNX file to write (default RUN/model.onnx)")
+    _add_export_options(x)
+    x.set_defaults(func=cmd_export)
+
+    m = sub.add_parser("import-dlc", help="convert a DeepLabCut 3 exported model to ONNX")
+    m.add_argument("model", help="the .pt file written by deeplabcut.export_model")
+    m.add_argument("--out", help="ONNX file to write (default MODEL.onnx)")
+    m.add_argument("--frames", help="video or image folder for the parity check / int8 calibration")
+    m.add_argument("--pcutoff", type=float, default=0.6, help="likelihood cutoff to record")
+    _add_export_options(m)
+    m.set_defaults(func=cmd_import_dlc)
 
     d = sub.add_parser("demo", help="synthetic project -> train -> evaluate, no data needed")
     d.add_argument("--out", default="runs/demo", help="where the demo project and run go")

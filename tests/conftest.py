@@ -34,3 +34,11 @@ def synthetic_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from poseloop.synthetic import write_project
 
     return write_project(tmp_path_factory.mktemp("synth") / "project", n_frames=40)
+
+
+@pytest.fixture(scope="session")
+def mobilenet_weights() -> Path:
+    """The shared ImageNet MobileNetV2-1.0 feature weights (legacy torchvision layout)."""
+    if not MOBILENET_WEIGHTS.is_file():
+        pytest.skip(f"shared weights not found at {MOBILENET_WEIGHTS}")
+    return MOBILENET_WEIGHTS
