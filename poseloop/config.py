@@ -33,7 +33,7 @@ class Strict(BaseModel):
 class AugmentConfig(Strict):
     """Label-preserving augmentation applied to every training sample."""
 
-    crop_size: tuple[int, int] = Field((320, 320), description="training crop (width, height)")
+    crop_size: tuple[int, int] = Field((256, 256), description="training crop (width, height)")
     global_scale: float = Field(0.8, gt=0, le=4, description="scale applied at training and test")
     scale_range: float = Field(0.25, ge=0, lt=1, description="scale jitter: global_scale*(1±r)")
     rotation: float = Field(25.0, ge=0, le=180, description="max rotation in degrees")

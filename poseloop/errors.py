@@ -21,3 +21,15 @@ class WeightsError(PoseloopError):
 
 class ModelError(PoseloopError):
     """A trained or exported model file is missing, corrupt or of the wrong kind."""
+
+
+class CameraError(PoseloopError):
+    """A camera or video source cannot be opened or stopped delivering frames."""
+
+
+class ProviderError(PoseloopError):
+    """A requested ONNX Runtime execution provider is not available here."""
+
+
+class FrameError(PoseloopError):
+    """A frame has the wrong shape or dtype for the model; the message names the frame."""

@@ -1,0 +1,1 @@
+"""The live engine: camera -> preprocess -> ONNX Runtime -> decoder -> pose (no torch)."""
