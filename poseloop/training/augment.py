@@ -119,5 +119,6 @@ def resize_for_inference(image: np.ndarray, scale: float) -> tuple[np.ndarray, f
         return image, 1.0, 1.0
     h, w = image.shape[:2]
     nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
-    out = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    out = cv2.resize(image, (nw, nh), interpolation=interpolation)
     return out, nw / w, nh / h

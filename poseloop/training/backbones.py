@@ -136,8 +136,10 @@ def _match_keys(
     if all(k in out for k, _ in wanted):
         return out
     given = [(k, v) for k, v in state.items() if not k.endswith("num_batches_tracked")]
-    if len(given) == len(wanted) and all(v.shape == s for (_, v), (_, s) in zip(given, wanted)):
-        return {k: v for (k, _), (_, v) in zip(wanted, given)}
+    if len(given) == len(wanted) and all(
+        v.shape == s for (_, v), (_, s) in zip(given, wanted, strict=True)
+    ):
+        return {k: v for (k, _), (_, v) in zip(wanted, given, strict=True)}
     return out
 
 

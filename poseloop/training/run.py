@@ -101,7 +101,9 @@ def load_state(path: Path) -> dict:
 def build_model(info: RunInfo) -> PoseNet:
     """An untrained network of the run's architecture (no pretrained download)."""
     cfg = info.config
-    return PoseNet(cfg.backbone, len(info.bodyparts), weights="none", output_stride=cfg.output_stride)
+    return PoseNet(
+        cfg.backbone, len(info.bodyparts), weights="none", output_stride=cfg.output_stride
+    )
 
 
 def load_model(run: str | Path) -> tuple[PoseNet, RunInfo]:
