@@ -29,8 +29,11 @@ DEMO_TRAIN = TrainConfig(
 )
 
 
-def run_demo(out: Path, seconds: float = 60.0, frames: int = 150) -> dict:
-    """Render the synthetic project into ``out``, train for ``seconds``, evaluate, print."""
+def train_synthetic(out: Path, seconds: float, frames: int = 150) -> Path:
+    """Render the synthetic project into ``out/project``, train ``out/run``, evaluate it.
+
+    Returns the run folder; prints the evaluation table.
+    """
     from poseloop.project import read_project
     from poseloop.synthetic import write_project
     from poseloop.training.evaluate import evaluate, format_summary
@@ -40,17 +43,15 @@ def run_demo(out: Path, seconds: float = 60.0, frames: int = 150) -> dict:
     for d in (project_dir, run_dir):
         if d.exists():
             shutil.rmtree(d)
-    print(f"[1/3] rendering a synthetic DeepLabCut project ({frames} frames) in {project_dir}")
+    print(f"rendering a synthetic DeepLabCut project ({frames} frames) in {project_dir}")
     write_project(project_dir, n_frames=frames)
     project = read_project(project_dir)
     cfg = DEMO_TRAIN.model_copy(update={"max_minutes": seconds / 60.0})
-    print(f"[2/3] training {cfg.backbone} from scratch for {seconds:.0f} s -> {run_dir}")
+    print(f"training {cfg.backbone} from scratch for {seconds:.0f} s -> {run_dir}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random init is the demo's choice, not a mistake
         train(project, cfg, run_dir)
-    print("[3/3] evaluating on held-out frames")
     result = evaluate(run_dir, plots=10)
+    print("evaluation on held-out frames:")
     print(format_summary(result))
-    print(f"plots and per-frame errors: {run_dir / 'evaluation'}; loss curve: "
-          f"{run_dir / 'loss.png'}")
-    return result
+    return run_dir

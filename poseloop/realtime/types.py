@@ -23,12 +23,14 @@ class Frame:
     image: H x W x 3 uint8, BGR (OpenCV's order) unless the camera says otherwise.
     t_capture_ns: host ``time.perf_counter_ns()`` when the driver returned the frame.
     t_device_ns: the camera's own timestamp, if it has one.
+    truth: K x 2 float32 ground-truth keypoints, when the source knows them (synthetic).
     """
 
     image: np.ndarray
     index: int
     t_capture_ns: int
     t_device_ns: int | None = None
+    truth: np.ndarray | None = None
 
 
 @dataclass
@@ -67,8 +69,12 @@ class Camera(Protocol):
 
     def open(self) -> None: ...
 
-    def read(self) -> Frame | None:
-        """The next frame, or None at the end of a file; raises CameraError on failure."""
+    def read(self, out: np.ndarray | None = None) -> Frame | None:
+        """The next frame, or None at the end of a file; raises CameraError on failure.
+
+        ``out``: an H x W x 3 uint8 buffer to fill (a frame pool reuses its buffers); a
+        camera allocates a new image when it is None or of another shape.
+        """
         ...
 
     def close(self) -> None: ...

@@ -1,0 +1,219 @@
+"""Frame -> the exact graph input (uint8 1 x H x W x 3) and the FrameTransform back.
+
+Steps, all into buffers reused while the output size is stable: an optional static crop,
+an optional dynamic crop around the last confident pose (DeepLabCut-Live style), a resize
+by the model's ``input_scale`` times a user ``resize`` (cv2, INTER_AREA when shrinking and
+INTER_LINEAR otherwise, as in training), and the channel order the model wants. Frames are
+BGR (OpenCV's order); grey (H x W or H x W x 1) frames are expanded to three channels and
+BGRA frames (common from camera SDKs) lose their alpha channel. An uncropped, unscaled BGR
+frame for a BGR model is passed as a view, without a copy.
+
+The returned image is a reused buffer (or a view of the frame): use it before the next call.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from poseloop.errors import ConfigError, FrameError
+from poseloop.modelspec import INPUT_ORDERS, ModelSpec
+from poseloop.realtime.types import Frame, FrameTransform
+
+#: Dynamic crops are sized so the network input is a multiple of this (clean map geometry).
+ALIGN = 32
+_MAX_BUFFERS = 32
+
+# (channels of the frame, model input order) -> cv2 conversion code (None: already right)
+_CONVERSIONS = {
+    (1, "BGR"): cv2.COLOR_GRAY2BGR,
+    (1, "RGB"): cv2.COLOR_GRAY2RGB,
+    (3, "BGR"): None,
+    (3, "RGB"): cv2.COLOR_BGR2RGB,
+    (4, "BGR"): cv2.COLOR_BGRA2BGR,
+    (4, "RGB"): cv2.COLOR_BGRA2RGB,
+}
+
+
+class Preprocessor:
+    """Turns a Frame into the graph input and the transform that maps poses back.
+
+    input_order, input_scale: from the model (see :meth:`from_spec`).
+    resize: an extra factor on top of ``input_scale`` (e.g. 0.5 for speed).
+    crop: static crop (x1, x2, y1, y2) in full-frame pixels, end-exclusive.
+    dynamic: (enabled, pcutoff, margin): crop around the bodyparts of the last pose given to
+        :meth:`update` whose likelihood >= pcutoff, widened by ``margin`` pixels and clipped
+        to the frame (or the static crop); the full frame while no bodypart is confident.
+    """
+
+    def __init__(
+        self,
+        input_order: str = "BGR",
+        input_scale: float = 1.0,
+        resize: float = 1.0,
+        crop: tuple[int, int, int, int] | None = None,
+        dynamic: tuple[bool, float, float] = (False, 0.5, 10.0),
+    ):
+        if input_order not in INPUT_ORDERS:
+            raise ConfigError(f"input_order must be one of {INPUT_ORDERS}, got {input_order!r}")
+        if not (input_scale > 0 and resize > 0):
+            raise ConfigError(f"input_scale and resize must be > 0, got {input_scale}, {resize}")
+        if crop is not None:
+            crop = _check_crop(crop)
+        enabled, pcutoff, margin = dynamic
+        if margin < 0:
+            raise ConfigError(f"dynamic crop margin must be >= 0 pixels, got {margin}")
+        self.input_order = input_order
+        self.scale = float(input_scale) * float(resize)
+        self.crop = crop
+        self.dynamic = (bool(enabled), float(pcutoff), float(margin))
+        self._box: tuple[float, float, float, float] | None = None
+        self._frame_shape: tuple[int, ...] = ()
+        self._buffers: dict[tuple[int, ...], np.ndarray] = {}
+        self._transform_key: tuple[int, ...] = ()
+        self._transform = FrameTransform()
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: ModelSpec,
+        resize: float = 1.0,
+        crop: tuple[int, int, int, int] | None = None,
+        dynamic: tuple[bool, float, float] = (False, 0.5, 10.0),
+    ) -> Preprocessor:
+        """A preprocessor feeding the model described by ``spec``."""
+        return cls(spec.input_order, spec.input_scale, resize, crop, dynamic)
+
+    def update(self, pose: np.ndarray) -> None:
+        """Remember where the animal is (K x 3 pose in full-frame pixels) for dynamic cropping."""
+        enabled, pcutoff, margin = self.dynamic
+        if not enabled:
+            return
+        seen = (pose[:, 2] >= pcutoff) & np.isfinite(pose[:, 0]) & np.isfinite(pose[:, 1])
+        if not seen.any():
+            self._box = None
+            return
+        xs, ys = pose[seen, 0], pose[seen, 1]
+        self._box = (float(xs.min()) - margin, float(xs.max()) + margin + 1.0,
+                     float(ys.min()) - margin, float(ys.max()) + margin + 1.0)
+
+    def preprocess(self, frame: Frame) -> tuple[np.ndarray, FrameTransform]:
+        """The graph input for ``frame`` and the transform from its pixels to full-frame ones.
+
+        Raises FrameError (naming the frame) for images of the wrong type or shape, and for
+        a static crop that does not fit the frame.
+        """
+        src = _source(frame)
+        if src.shape != self._frame_shape:
+            self._check_frame(frame, src)
+        x1, x2, y1, y2 = self._region(src.shape[1], src.shape[0])
+        cw, ch = x2 - x1, y2 - y1
+        ow, oh = max(1, round(cw * self.scale)), max(1, round(ch * self.scale))
+        channels = 1 if src.ndim == 2 else src.shape[2]
+        conversion = _CONVERSIONS[(channels, self.input_order)]
+        view = src[y1:y2, x1:x2]
+        transform = self._transform_for(x1, y1, cw, ch, ow, oh)
+        if conversion is None and (ow, oh) == (cw, ch) and view.flags.c_contiguous:
+            return view[None], transform
+        out = self._buffer((1, oh, ow, 3))
+        if (ow, oh) == (cw, ch):
+            if conversion is None:
+                np.copyto(out[0], view)
+            else:
+                cv2.cvtColor(view, conversion, dst=out[0])
+            return out, transform
+        interpolation = cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR
+        if channels == 3:
+            cv2.resize(view, (ow, oh), dst=out[0], interpolation=interpolation)
+            if conversion is not None:
+                cv2.cvtColor(out[0], conversion, dst=out[0])
+        else:
+            small = self._buffer((oh, ow) if channels == 1 else (oh, ow, channels))
+            cv2.resize(view, (ow, oh), dst=small, interpolation=interpolation)
+            cv2.cvtColor(small, conversion, dst=out[0])
+        return out, transform
+
+    def _check_frame(self, frame: Frame, src: np.ndarray) -> None:
+        h, w = src.shape[:2]
+        if self.crop is not None:
+            x1, x2, y1, y2 = self.crop
+            if x2 > w or y2 > h:
+                raise FrameError(
+                    f"frame {frame.index}: crop (x1, x2, y1, y2) = {self.crop} does not fit the "
+                    f"{w} x {h} frame; use x2 <= {w} and y2 <= {h}"
+                )
+        self._frame_shape = src.shape
+
+    def _region(self, w: int, h: int) -> tuple[int, int, int, int]:
+        """(x1, x2, y1, y2) to feed the network: dynamic crop, static crop or the full frame."""
+        x1, x2, y1, y2 = self.crop or (0, w, 0, h)
+        if self._box is None:
+            return x1, x2, y1, y2
+        bx1, bx2, by1, by2 = self._box
+        xs = _aligned_span(bx1, bx2, x1, x2, self.scale)
+        ys = _aligned_span(by1, by2, y1, y2, self.scale)
+        if xs is None or ys is None:
+            return x1, x2, y1, y2
+        return xs[0], xs[1], ys[0], ys[1]
+
+    def _transform_for(self, x1: int, y1: int, cw: int, ch: int, ow: int,
+                       oh: int) -> FrameTransform:
+        key = (x1, y1, cw, ch, ow, oh)
+        if key != self._transform_key:
+            self._transform = FrameTransform(x0=float(x1), y0=float(y1), sx=ow / cw, sy=oh / ch)
+            self._transform_key = key
+        return self._transform
+
+    def _buffer(self, shape: tuple[int, ...]) -> np.ndarray:
+        """A uint8 buffer of ``shape``, the same object each time the shape comes back."""
+        buf = self._buffers.get(shape)
+        if buf is None:
+            if len(self._buffers) >= _MAX_BUFFERS:
+                del self._buffers[next(iter(self._buffers))]
+            buf = self._buffers[shape] = np.empty(shape, np.uint8)
+        return buf
+
+
+def _source(frame: Frame) -> np.ndarray:
+    """The frame's image as H x W (grey) or H x W x 3|4, or FrameError naming the frame."""
+    image = frame.image
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.size:
+        if image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4)):
+            return image
+        if image.ndim == 3 and image.shape[2] == 1:
+            return image[:, :, 0]
+    found = (f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray)
+             else type(image).__name__)
+    raise FrameError(
+        f"frame {frame.index}: expected a uint8 image H x W x 3 (BGR), H x W x 4 (BGRA) or "
+        f"H x W (grey), got {found}; convert it to uint8 0-255 pixels in the camera"
+    )
+
+
+def _check_crop(crop: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    try:
+        x1, x2, y1, y2 = (int(v) for v in crop)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"crop must be four integers (x1, x2, y1, y2), got {crop!r}") from e
+    if not (0 <= x1 < x2 and 0 <= y1 < y2):
+        raise ConfigError(
+            f"crop (x1, x2, y1, y2) = {crop} needs 0 <= x1 < x2 and 0 <= y1 < y2 (pixels)"
+        )
+    return x1, x2, y1, y2
+
+
+def _aligned_span(lo: float, hi: float, start: int, stop: int,
+                  scale: float) -> tuple[int, int] | None:
+    """[lo, hi) clipped to [start, stop) and widened to an ALIGN-friendly length, or None.
+
+    The span grows about its centre until length * scale is a multiple of ALIGN, as far as
+    [start, stop) allows, then shifts to stay inside; None if nothing of it is inside.
+    """
+    lo_i, hi_i = max(math.floor(lo), start), min(math.ceil(hi), stop)
+    if hi_i <= lo_i:
+        return None
+    size = min(round(math.ceil((hi_i - lo_i) * scale / ALIGN) * ALIGN / scale), stop - start)
+    first = min(max(round((lo_i + hi_i - size) / 2), start), stop - size)
+    return first, first + size

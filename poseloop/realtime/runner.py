@@ -1,0 +1,251 @@
+"""ONNX Runtime inference with IO binding: one session, buffers reused across frames.
+
+:class:`OrtRunner` builds the session once with the requested execution providers (a missing
+one is a ProviderError unless fallback is allowed), reads the model's :class:`ModelSpec` from
+its metadata, and binds the input frame and the output buffers so a frame allocates nothing:
+
+* input: the caller's uint8 array is bound in place (no copy); a different buffer of the same
+  shape only re-points the input (~10 µs), a non-contiguous view is copied into a staging
+  buffer owned by the runner.
+* outputs (CPU): preallocated arrays, bound once per input shape; :meth:`OrtRunner.run`
+  returns views of them, valid until the next call.
+* outputs (CUDA, TensorRT): ORT allocates them on the device and they are copied out once.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from poseloop.errors import FrameError, ModelError, ProviderError
+from poseloop.modelspec import INPUT_NAME, OUTPUT_NAMES, ModelSpec, check_io
+
+#: Short provider names accepted in configs; full ORT names work too.
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "directml": "DmlExecutionProvider",
+}
+_GPU = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+def provider_name(name: str) -> str:
+    """ORT's name of a provider given by short or full name; ProviderError if unknown."""
+    if name in PROVIDERS.values():
+        return name
+    if name.lower() in PROVIDERS:
+        return PROVIDERS[name.lower()]
+    raise ProviderError(
+        f"unknown execution provider {name!r}; use one of {', '.join(PROVIDERS)} "
+        f"or a full ONNX Runtime name"
+    )
+
+
+class OrtRunner:
+    """Runs a poseloop ONNX model on uint8 frames; see the module docstring.
+
+    providers: in priority order, e.g. ("cpu",), ("cuda",), ("tensorrt", "cuda", "cpu").
+    allow_fallback: use what is available (with a warning) instead of raising ProviderError.
+    intra_threads / inter_threads: ORT thread pools (None = ORT's default).
+    device_id: GPU for CUDA / TensorRT.
+    trt_cache_dir, trt_fp16, trt_workspace_bytes: TensorRT engine cache, fp16, workspace.
+
+    ``providers`` (after construction) are the providers the session actually uses and
+    ``spec`` the model's metadata.
+    """
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        providers: Sequence[str] = ("cpu",),
+        allow_fallback: bool = False,
+        intra_threads: int | None = None,
+        inter_threads: int | None = None,
+        device_id: int = 0,
+        trt_cache_dir: str | Path | None = None,
+        trt_fp16: bool = False,
+        trt_workspace_bytes: int | None = None,
+    ) -> None:
+        self.path = Path(model_path)
+        if not self.path.is_file():
+            raise ModelError(f"{self.path}: model file not found")
+        wanted = [provider_name(p) for p in providers] or [PROVIDERS["cpu"]]
+        chosen = self._available(wanted, allow_fallback)
+        options = {
+            "CUDAExecutionProvider": {"device_id": device_id},
+            "TensorrtExecutionProvider": _trt_options(
+                device_id, trt_cache_dir, trt_fp16, trt_workspace_bytes
+            ),
+        }
+        session_options = ort.SessionOptions()
+        session_options.log_severity_level = 3
+        if intra_threads:
+            session_options.intra_op_num_threads = intra_threads
+        if inter_threads:
+            session_options.inter_op_num_threads = inter_threads
+        try:
+            self.session = ort.InferenceSession(
+                str(self.path), session_options,
+                providers=[(p, options.get(p, {})) for p in chosen],
+            )
+        except Exception as e:  # ORT raises several pybind types (InvalidProtobuf, Fail, ...)
+            first = (str(e).splitlines() or [""])[0]
+            raise ModelError(
+                f"{self.path}: ONNX Runtime cannot load it (not an ONNX model, truncated, or "
+                f"an operator the providers {chosen} lack?): {first}"
+            ) from e
+        self.providers: list[str] = self.session.get_providers()
+        self._check_started(chosen, allow_fallback)
+        self.spec = ModelSpec.from_metadata(
+            self.session.get_modelmeta().custom_metadata_map, str(self.path)
+        )
+        check_io(self.session, str(self.path))
+        self.on_gpu = self.providers[0] in _GPU
+        self._device = "cuda" if self.on_gpu else "cpu"
+        self._device_id = device_id if self.on_gpu else 0
+        self._dims = self.session.get_inputs()[0].shape
+        self._binding = self.session.io_binding()
+        self._shape: tuple[int, ...] | None = None
+        self._input: np.ndarray | None = None  # the array bound as input (kept alive)
+        self._pointer = 0
+        self._staging: np.ndarray | None = None
+        self._outputs: tuple[np.ndarray, np.ndarray] | None = None
+
+    @staticmethod
+    def _available(wanted: list[str], allow_fallback: bool) -> list[str]:
+        available = ort.get_available_providers()
+        missing = [p for p in wanted if p not in available]
+        if not missing:
+            return wanted
+        message = (
+            f"execution provider {', '.join(missing)} is not available in this onnxruntime "
+            f"{ort.__version__} (available: {', '.join(available)})"
+        )
+        if not allow_fallback:
+            raise ProviderError(
+                f"{message}; for CUDA/TensorRT replace onnxruntime by onnxruntime-gpu "
+                f"(pip uninstall -y onnxruntime && pip install 'poseloop[gpu]'), or allow "
+                f"fallback"
+            )
+        chosen = [p for p in wanted if p in available] or [PROVIDERS["cpu"]]
+        warnings.warn(f"{message}; falling back to {', '.join(chosen)}", stacklevel=3)
+        return chosen
+
+    def _check_started(self, chosen: list[str], allow_fallback: bool) -> None:
+        """ORT quietly drops a provider that fails to start (e.g. no CUDA libraries)."""
+        failed = [p for p in chosen if p not in self.providers]
+        if not failed:
+            return
+        message = (
+            f"{self.path}: {', '.join(failed)} is installed but did not start (GPU driver, "
+            f"CUDA/cuDNN or TensorRT libraries missing?); the session runs on "
+            f"{', '.join(self.providers)}"
+        )
+        if not allow_fallback:
+            raise ProviderError(message)
+        warnings.warn(message, stacklevel=3)
+
+    def _check(self, image: np.ndarray) -> np.ndarray:
+        """The image as N x H x W x 3 (a view), or FrameError naming what the model needs."""
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 \
+                or image.ndim not in (3, 4) or image.shape[-1] != 3 or 0 in image.shape:
+            got = (f"{image.dtype} array of shape {image.shape}"
+                   if isinstance(image, np.ndarray) else type(image).__name__)
+            raise FrameError(
+                f"{self.path.name} needs uint8 H x W x 3 (or N x H x W x 3) "
+                f"{self.spec.input_order} images; got a {got}"
+            )
+        return image if image.ndim == 4 else image[None]
+
+    def _check_dims(self, shape: tuple[int, ...]) -> None:
+        """FrameError unless ``shape`` fits the model's fixed input dimensions."""
+        for axis, (want, have) in enumerate(zip(self._dims, shape, strict=True)):
+            if isinstance(want, int) and want != have:
+                raise FrameError(
+                    f"{self.path.name} needs input shape {self._dims}; got {shape} "
+                    f"(axis {axis} is {have}, not {want})"
+                )
+
+    def run(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(scoremap N x K x h x w, locref N x 2K x h x w) of a uint8 (N x) H x W x 3 image.
+
+        On CPU the arrays are the runner's bound buffers: valid until the next call.
+        """
+        x = self._check(image)
+        if not x.flags.c_contiguous:
+            if self._staging is None or self._staging.shape != x.shape:
+                self._staging = np.empty(x.shape, np.uint8)
+            np.copyto(self._staging, x)
+            x = self._staging
+        binding = self._binding
+        if x.shape != self._shape:
+            return self._rebind(x)
+        pointer = x.ctypes.data
+        if pointer != self._pointer:
+            binding.bind_input(INPUT_NAME, "cpu", 0, np.uint8, x.shape, pointer)
+            self._input, self._pointer = x, pointer
+        self.session.run_with_iobinding(binding)
+        if self.on_gpu:
+            scoremap, locref = binding.copy_outputs_to_cpu()[:2]
+            return scoremap, locref
+        assert self._outputs is not None
+        return self._outputs
+
+    def _rebind(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Bind a new input shape: let ORT allocate the outputs once, then keep them."""
+        self._check_dims(x.shape)
+        binding = self._binding
+        binding.clear_binding_inputs()
+        binding.clear_binding_outputs()
+        self._input, self._pointer, self._shape = x, x.ctypes.data, x.shape
+        binding.bind_input(INPUT_NAME, "cpu", 0, np.uint8, x.shape, self._pointer)
+        for name in OUTPUT_NAMES:
+            binding.bind_output(name, self._device, self._device_id)
+        self.session.run_with_iobinding(binding)
+        scoremap, locref = binding.copy_outputs_to_cpu()[:2]
+        if self.on_gpu:
+            return scoremap, locref
+        binding.clear_binding_outputs()
+        for name, array in zip(OUTPUT_NAMES, (scoremap, locref), strict=True):
+            binding.bind_output(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
+        self._outputs = (scoremap, locref)
+        return self._outputs
+
+    def warmup(self, shape: tuple[int, int] | None = None, runs: int = 3) -> None:
+        """Run ``runs`` blank frames of (height, width) ``shape`` so the first real one is fast.
+
+        The default shape is the model's fixed input size, else its training image size.
+        """
+        if shape is None:
+            shape = _default_shape(self._dims, self.spec)
+        frame = np.zeros((1, *shape, 3), np.uint8)
+        for _ in range(runs):
+            self.run(frame)
+
+
+def _default_shape(dims: list[Any], spec: ModelSpec) -> tuple[int, int]:
+    if isinstance(dims[1], int) and isinstance(dims[2], int):
+        return dims[1], dims[2]
+    if spec.image_size is not None:
+        return spec.image_size[1], spec.image_size[0]
+    raise ModelError("the model has no fixed input size or training image size: pass a shape")
+
+
+def _trt_options(device_id: int, cache_dir: str | Path | None, fp16: bool,
+                 workspace_bytes: int | None) -> dict[str, Any]:
+    options: dict[str, Any] = {"device_id": device_id, "trt_fp16_enable": fp16}
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        options["trt_engine_cache_enable"] = True
+        options["trt_engine_cache_path"] = str(cache_dir)
+    if workspace_bytes is not None:
+        options["trt_max_workspace_size"] = workspace_bytes
+    return options
