@@ -110,6 +110,72 @@ def _add_export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="keep an int8 model out of tolerance")
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from poseloop.realtime.engine import Engine
+
+    overrides = {"max_frames": args.max_frames, "duration_s": args.duration}
+    engine = Engine.from_config(args.config, **overrides)
+    if args.record:
+        engine.config.record.dir = args.record
+    if args.display:
+        engine.config.display = True
+    print(f"model {engine.model_path.name} ({len(engine.spec.bodyparts)} bodyparts), "
+          f"camera {engine.camera!r}, providers {engine.runner.providers}")
+    on_pose = None
+    if engine.config.display:
+        from poseloop.realtime.display import Display
+
+        on_pose = Display(engine.spec)
+    with engine:
+        stats = engine.run(on_pose=on_pose)
+    if on_pose is not None:
+        on_pose.close()
+    print(f"{stats.frames} frames in {stats.seconds:.1f} s ({stats.fps:.1f} fps), stopped by "
+          f"{stats.stopped_by}; dropped: camera {stats.camera_dropped}, recorder "
+          f"{stats.recorder_dropped}, stream {stats.stream_dropped}, devices "
+          f"{stats.device_dropped}; rule events {stats.events}")
+    for error in stats.errors:
+        print(f"error: {error}", file=sys.stderr)
+    if engine.recorder is not None:
+        print(f"recorded to {engine.recorder.out_dir}")
+    return 1 if stats.stopped_by in ("camera error", "recorder error") else 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from poseloop.realtime.analyze import analyze_video
+
+    for video in args.videos:
+        paths, stats = analyze_video(args.model, video, args.out, args.max_frames)
+        print(f"{video}: {stats.frames} frames -> {paths['poses_h5']} and .csv "
+              f"(recorder dropped {stats.recorder_dropped})")
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from poseloop.realtime.benchmark import bench_size, format_table
+    from poseloop.realtime.engine_config import RunnerConfig
+
+    runner = RunnerConfig(providers=args.providers.split(","), intra_threads=args.threads)
+    results = []
+    for size in args.sizes:
+        try:
+            w, h = (int(v) for v in size.lower().split("x"))
+        except ValueError:
+            raise PoseloopError(f"--sizes: expected WIDTHxHEIGHT, got {size!r}") from None
+        results.append(bench_size(args.model, (w, h), args.frames, args.video, runner))
+    print(format_table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps({r.size: r.as_json() for r in results}, indent=1))
+    return 0
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    from poseloop.stream.listen import listen
+
+    listen(args.endpoint, count=args.count)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from poseloop.demo import run_demo
 
@@ -157,6 +223,39 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--pcutoff", type=float, default=0.6, help="likelihood cutoff to record")
     _add_export_options(m)
     m.set_defaults(func=cmd_import_dlc)
+
+    r = sub.add_parser("run", help="run the live loop from an experiment config")
+    r.add_argument("config", nargs="?", help="experiment YAML (default: synthetic camera + "
+                   "demo model)")
+    r.add_argument("--max-frames", type=int, help="stop after N frames")
+    r.add_argument("--duration", type=float, help="stop after S seconds")
+    r.add_argument("--record", help="record poses, timings (and video if configured) here")
+    r.add_argument("--display", action="store_true", help="show frames with the pose")
+    r.set_defaults(func=cmd_run)
+
+    a = sub.add_parser("analyze", help="pose-track every frame of video files (offline)")
+    a.add_argument("model", help="exported .onnx model")
+    a.add_argument("videos", nargs="+", help="video files")
+    a.add_argument("--out", help="output folder (default: beside each video)")
+    a.add_argument("--max-frames", type=int, help="analyze only the first N frames")
+    a.set_defaults(func=cmd_analyze)
+
+    b = sub.add_parser("benchmark", help="per-stage latency and throughput of the live loop")
+    b.add_argument("model", help="exported .onnx model")
+    src = b.add_mutually_exclusive_group()
+    src.add_argument("--video", help="take frames from this video (resized to each size)")
+    src.add_argument("--synthetic", action="store_true", help="synthetic frames (default)")
+    b.add_argument("--sizes", nargs="+", default=["640x480", "320x240"])
+    b.add_argument("--frames", type=int, default=500, help="frames per size")
+    b.add_argument("--providers", default="cpu", help="e.g. cpu, cuda, tensorrt,cuda,cpu")
+    b.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    b.add_argument("--json", help="write the figures to this JSON file")
+    b.set_defaults(func=cmd_benchmark)
+
+    li = sub.add_parser("listen", help="print poses from a poseloop ZeroMQ stream")
+    li.add_argument("endpoint", nargs="?", default="tcp://127.0.0.1:5555")
+    li.add_argument("--count", type=int, help="stop after N poses")
+    li.set_defaults(func=cmd_listen)
 
     d = sub.add_parser("demo", help="synthetic project -> train -> evaluate, no data needed")
     d.add_argument("--out", default="runs/demo", help="where the demo project and run go")

@@ -59,7 +59,7 @@ def _buffer(out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
     return np.empty(shape, np.uint8)
 
 
-class _Pacer:
+class Pacer:
     """Releases frame i at t0 + i / fps, like a free-running camera.
 
     If the reader falls more than a frame behind it is rebased instead of bursting old
@@ -111,7 +111,7 @@ class OpenCVCamera:
         self.exposure: float | None = None
         self.frame_count: int | None = None
         self._cap: cv2.VideoCapture | None = None
-        self._pacer: _Pacer | None = None
+        self._pacer: Pacer | None = None
         self._index = 0
 
     def __repr__(self) -> str:
@@ -145,7 +145,7 @@ class OpenCVCamera:
             if not rate or rate <= 0:
                 cap.release()
                 raise CameraError(f"{self!r}: no frame rate in the file; set fps to pace it")
-            self._pacer = _Pacer(rate)
+            self._pacer = Pacer(rate)
         self._cap = cap
         self._index = 0
 
@@ -219,7 +219,7 @@ class SyntheticCamera:
         self.paced = paced
         self.frames = frames
         self.start_s = start_s
-        self._pacer: _Pacer | None = None
+        self._pacer: Pacer | None = None
         self._index = 0
 
     def __repr__(self) -> str:
@@ -227,7 +227,7 @@ class SyntheticCamera:
 
     def open(self) -> None:
         self._index = 0
-        self._pacer = _Pacer(self.fps) if self.paced else None
+        self._pacer = Pacer(self.fps) if self.paced else None
 
     def read(self, out: np.ndarray | None = None) -> Frame | None:
         """Render the next frame into ``out`` (when it fits); None after ``frames`` frames."""

@@ -1,0 +1,167 @@
+"""``poseloop benchmark``: per-stage latency and throughput of the live loop.
+
+Frames come from a replay camera (pre-rendered synthetic frames, or frames of a video,
+resized to each size) paced a little faster than the model can run, so the grab thread
+costs almost nothing and throughput shows what the loop itself sustains. Every stage's
+duration comes from the poses' own ``timings`` stamps.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from poseloop.realtime.cameras import OpenCVCamera, Pacer
+from poseloop.realtime.engine import Engine
+from poseloop.realtime.engine_config import EngineConfig, RunnerConfig
+from poseloop.realtime.types import Frame, Pose
+from poseloop.synthetic import SyntheticScene
+
+#: Reported stages: name -> (start stamp, end stamp); "capture" is Frame.t_capture_ns.
+STAGE_SPANS = {
+    "handoff": ("capture", "grab"),
+    "preprocess": ("grab", "preprocess"),
+    "infer": ("preprocess", "infer"),
+    "decode": ("infer", "decode"),
+    "process": ("decode", "process"),
+    "rules": ("process", "rules"),
+    "publish": ("rules", "publish"),
+    "total": ("capture", "publish"),
+}
+OVERHEAD = ("handoff", "preprocess", "decode", "process", "rules", "publish")
+
+
+class ReplayCamera:
+    """Cycles through pre-loaded frames at ``fps`` (a camera whose grab costs ~nothing)."""
+
+    def __init__(self, images: list[np.ndarray], fps: float, frames: int | None = None):
+        self.images, self.fps, self.frames = images, fps, frames
+        self.height, self.width = images[0].shape[:2]
+        self._pacer: Pacer | None = None
+        self._index = 0
+
+    def open(self) -> None:
+        self._index = 0
+        self._pacer = Pacer(self.fps)
+
+    def read(self, out: np.ndarray | None = None) -> Frame | None:
+        if self.frames is not None and self._index >= self.frames:
+            return None
+        if self._pacer is not None:
+            self._pacer.wait()
+        image = self.images[self._index % len(self.images)]
+        if out is not None and out.shape == image.shape:
+            np.copyto(out, image)
+            image = out
+        frame = Frame(image, self._index, time.perf_counter_ns())
+        self._index += 1
+        return frame
+
+    def close(self) -> None:
+        self._pacer = None
+
+
+def source_frames(size: tuple[int, int], video: str | Path | None, n: int = 60) -> list[np.ndarray]:
+    """``n`` BGR frames at ``size`` (w, h): from a video (resized), else the synthetic scene."""
+    w, h = size
+    if video is None:
+        scene = SyntheticScene(w, h, seed=0)
+        return [scene.render(i / 30.0)[0] for i in range(n)]
+    cam = OpenCVCamera(video)
+    cam.open()
+    frames = []
+    try:
+        while len(frames) < n:
+            frame = cam.read()
+            if frame is None:
+                break
+            frames.append(cv2.resize(frame.image, (w, h), interpolation=cv2.INTER_AREA))
+    finally:
+        cam.close()
+    return frames
+
+
+@dataclass
+class SizeResult:
+    """One size's figures (milliseconds), as the JSON output carries them."""
+
+    size: str
+    stages: dict[str, dict[str, float]]
+    inference_p50_ms: float
+    overhead_p50_ms: float
+    fps: float
+    model_fps: float
+    dropped: int
+    frames: int
+
+    def as_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _percentiles(values_ns: np.ndarray) -> dict[str, float]:
+    ms = values_ns / 1e6
+    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
+    return {"p50_ms": float(p50), "p95_ms": float(p95), "p99_ms": float(p99),
+            "max_ms": float(ms.max())}
+
+
+def bench_size(model: str | Path, size: tuple[int, int], frames: int, video: str | None,
+               runner: RunnerConfig) -> SizeResult:
+    """Run the loop on ``frames`` frames at ``size`` and summarise the stamps."""
+    images = source_frames(size, video)
+    probe = Engine(EngineConfig(model=str(model), runner=runner), model,
+                   camera=ReplayCamera(images, 1000.0))
+    probe.open(frame_size=size)
+    t0 = time.perf_counter()
+    for i in range(20):
+        probe.step(Frame(images[i % len(images)], i, time.perf_counter_ns()))
+    per_frame = (time.perf_counter() - t0) / 20
+    probe.close()
+    camera_fps = 1.25 / per_frame  # a bit faster than the loop: it always has a new frame
+    engine = Engine(EngineConfig(model=str(model), runner=runner), model,
+                    camera=ReplayCamera(images, camera_fps))
+    stamps = np.zeros((frames, len(STAGE_SPANS) + 1), np.int64)
+    names = ["capture", "grab", "preprocess", "infer", "decode", "process", "rules", "publish"]
+    count = 0
+
+    def keep(pose: Pose, frame: Frame) -> None:
+        nonlocal count
+        row = stamps[count]
+        row[0] = pose.t_capture_ns
+        for j, name in enumerate(names[1:], start=1):
+            row[j] = pose.timings[name]
+        count += 1
+
+    with engine:
+        stats = engine.run(max_frames=frames, on_pose=keep)
+    col = {n: i for i, n in enumerate(names)}
+    stamps = stamps[:count]
+    stages = {name: _percentiles(stamps[:, col[b]] - stamps[:, col[a]])
+              for name, (a, b) in STAGE_SPANS.items()}
+    overhead = sum(stamps[:, col[STAGE_SPANS[s][1]]] - stamps[:, col[STAGE_SPANS[s][0]]]
+                   for s in OVERHEAD)
+    infer = stages["infer"]["p50_ms"]
+    return SizeResult(
+        size=f"{size[0]}x{size[1]}", stages=stages, inference_p50_ms=infer,
+        overhead_p50_ms=float(np.median(overhead) / 1e6), fps=stats.fps,
+        model_fps=1000.0 / infer, dropped=stats.camera_dropped, frames=count,
+    )
+
+
+def format_table(results: list[SizeResult]) -> str:
+    """The per-stage table of every size (ms), then throughput."""
+    lines = []
+    for r in results:
+        lines.append(f"\n{r.size}: {r.frames} frames, {r.fps:.1f} fps "
+                     f"(1/inference = {r.model_fps:.1f} fps, ratio {r.fps / r.model_fps:.3f}), "
+                     f"camera frames dropped {r.dropped}")
+        lines.append(f"  {'stage':<11s}{'p50 ms':>9s}{'p95 ms':>9s}{'p99 ms':>9s}{'max ms':>9s}")
+        for name, s in r.stages.items():
+            lines.append(f"  {name:<11s}{s['p50_ms']:9.3f}{s['p95_ms']:9.3f}"
+                         f"{s['p99_ms']:9.3f}{s['max_ms']:9.3f}")
+        lines.append(f"  overhead beyond inference (median): {r.overhead_p50_ms:.3f} ms")
+    return "\n".join(lines)
