@@ -42,3 +42,28 @@ def mobilenet_weights() -> Path:
     if not MOBILENET_WEIGHTS.is_file():
         pytest.skip(f"shared weights not found at {MOBILENET_WEIGHTS}")
     return MOBILENET_WEIGHTS
+
+
+@pytest.fixture(scope="session")
+def synthetic_onnx(synthetic_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny network trained a few steps on the synthetic project, exported to ONNX.
+
+    Its poses mean little; it exercises the real export -> ONNX Runtime -> decoder path.
+    """
+    pytest.importorskip("torch")
+    import warnings
+
+    from poseloop.config import AugmentConfig, TrainConfig
+    from poseloop.export.pipeline import ExportOptions, export_run
+    from poseloop.project import read_project
+    from poseloop.training.train import train
+
+    out = tmp_path_factory.mktemp("synthetic_model")
+    cfg = TrainConfig(backbone="mobilenet_v2_0.35", weights="none", iterations=3, batch_size=2,
+                      warmup_iterations=1, augment=AugmentConfig(crop_size=(64, 64)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train(read_project(synthetic_project), cfg, out / "run", progress=False)
+    result = export_run(out / "run", out / "model.onnx", ExportOptions(exporter="torchscript"),
+                        log=lambda _msg: None)
+    return result.path

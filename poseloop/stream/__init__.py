@@ -1,0 +1,22 @@
+"""Poses to other experiment software over ZeroMQ: publisher, subscriber, wire format.
+
+See docs/wire-format.md for the format any language can read.
+"""
+
+from poseloop.stream.config import CurveConfig, StreamConfig
+from poseloop.stream.curve import CurveClient
+from poseloop.stream.publisher import PosePublisher
+from poseloop.stream.subscriber import PoseSubscriber
+from poseloop.stream.wire import EventMessage, Meta, PoseMessage, WireError
+
+__all__ = [
+    "CurveClient",
+    "CurveConfig",
+    "EventMessage",
+    "Meta",
+    "PoseMessage",
+    "PosePublisher",
+    "PoseSubscriber",
+    "StreamConfig",
+    "WireError",
+]
