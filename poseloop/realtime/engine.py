@@ -205,7 +205,7 @@ class Engine:
         else:
             data = raw.copy()
         t_process = _now()
-        events = self.rules.evaluate(data, frame.t_capture_ns, frame.index)
+        events = self.last_events = self.rules.evaluate(data, frame.t_capture_ns, frame.index)
         if events:
             self._fire(events)
         t_rules = _now()
@@ -223,7 +223,6 @@ class Engine:
 
     def _fire(self, events: list[Event]) -> None:
         """Carry out fired rules' actions: device writes (non-blocking), stream, recorder."""
-        self.last_events = events
         for event in events:
             self.stats.events += 1
             for action in event.actions:
