@@ -179,7 +179,7 @@ def cmd_listen(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from poseloop.demo import run_demo
 
-    run_demo(Path(args.out), seconds=args.seconds)
+    run_demo(Path(args.out), seconds=args.seconds, fps=args.fps)
     return 0
 
 
@@ -257,9 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     li.add_argument("--count", type=int, help="stop after N poses")
     li.set_defaults(func=cmd_listen)
 
-    d = sub.add_parser("demo", help="synthetic project -> train -> evaluate, no data needed")
-    d.add_argument("--out", default="runs/demo", help="where the demo project and run go")
-    d.add_argument("--seconds", type=float, default=60.0, help="training time budget")
+    d = sub.add_parser("demo", help="the whole closed loop on a synthetic scene, no data needed")
+    d.add_argument("--out", default="runs/demo", help="where the recording goes")
+    d.add_argument("--seconds", type=float, default=10.0, help="how long the live loop runs")
+    d.add_argument("--fps", type=float, default=100.0, help="synthetic camera frame rate")
     d.set_defaults(func=cmd_demo)
     return p
 

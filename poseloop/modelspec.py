@@ -153,7 +153,9 @@ class ModelSpec:
     def read(cls, path: str | Path) -> ModelSpec:
         """The spec of an ONNX file, read with ONNX Runtime (clear ModelError if it is not one)."""
         session = open_session(path, optimize=False)
-        return cls.from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
+        spec = cls.from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
+        check_io(session, str(path))
+        return spec
 
 
 def _encode(value: Any) -> str:

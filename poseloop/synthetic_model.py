@@ -1,7 +1,7 @@
 """The demo's synthetic model: trained once on the synthetic scene, exported, and cached.
 
 Example configs that name no model, and ``poseloop demo``, run this ONNX file on the
-synthetic camera. Building it needs the ``train`` extra (torch) and about a minute of CPU;
+synthetic camera. Building it needs the ``train`` extra (torch) and a minute or two of CPU;
 afterwards only the cached file is read. Cache folder: ``$POSELOOP_CACHE`` or
 ``~/.cache/poseloop``.
 """
@@ -11,13 +11,11 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from poseloop import __version__
 from poseloop.errors import ModelError
-
-#: Training seconds for the cached model (more than the demo's quick run: it is built once).
-TRAIN_SECONDS = 90.0
 
 
 def cache_dir() -> Path:
@@ -30,7 +28,7 @@ def model_path() -> Path:
     return cache_dir() / f"synthetic-{__version__}.onnx"
 
 
-def synthetic_model(seconds: float = TRAIN_SECONDS, log=print) -> Path:
+def synthetic_model(log: Callable[[str], None] = print) -> Path:
     """The synthetic model's ONNX path, training and exporting it on first use."""
     path = model_path()
     if path.is_file():
@@ -43,10 +41,10 @@ def synthetic_model(seconds: float = TRAIN_SECONDS, log=print) -> Path:
             "no model given and the demo's synthetic model is not built yet; building it "
             "needs the training extra: pip install 'poseloop[train]' (or name a model)"
         ) from e
-    log(f"building the synthetic demo model once ({seconds:.0f} s of training) -> {path}")
+    log(f"building the synthetic demo model once (a minute or two of training) -> {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="poseloop-synth-") as tmp:
-        run = train_synthetic(Path(tmp), seconds)
+        run = train_synthetic(Path(tmp))
         result = export_run(run, Path(tmp) / "model.onnx", log=lambda _msg: None)
         partial = path.with_suffix(".partial")
         shutil.copyfile(result.path, partial)

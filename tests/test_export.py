@@ -23,7 +23,6 @@ from poseloop.export.frames import load_bgr, video_frames  # noqa: E402
 from poseloop.export.onnx_export import run_spec  # noqa: E402
 from poseloop.export.parity import (  # noqa: E402
     check_parity,
-    measure_parity,
     ort_maps,
     posenet_reference,
 )
@@ -62,10 +61,6 @@ def exported(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("onnx") / "model.onnx"
     opts = ExportOptions(int8=True, fp16=True, calibration_frames=8, force=True)
     return export_run(tiny_run, out, opts, log=lambda _: None)
-
-
-def _torch_maps(net, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return posenet_reference(net)(frame)
 
 
 # --- export, parity, dynamic shapes -----------------------------------------------------------

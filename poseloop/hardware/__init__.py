@@ -1,0 +1,1 @@
+"""Serial output devices, their line protocol, a pseudo-terminal emulator, and firmware."""
