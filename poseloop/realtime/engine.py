@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from poseloop.errors import CameraError
+from poseloop.hardware.emulator import DeviceEmulator
 from poseloop.hardware.serial_device import SerialDevice
 from poseloop.realtime.cameras import GrabThread, make_camera
 from poseloop.realtime.decoder import PeakDecoder
@@ -41,6 +42,8 @@ from poseloop.stream.publisher import PosePublisher
 from poseloop.stream.wire import Meta
 
 log = logging.getLogger(__name__)
+#: A device ``port`` that starts an in-process DeviceEmulator instead of opening hardware.
+EMULATOR = "emulator"
 _now = time.perf_counter_ns
 
 
@@ -97,7 +100,14 @@ class Engine:
         )
         self.decoder = PeakDecoder(spec)
         self.processors = ProcessorChain([_processor(p, spec.pcutoff) for p in cfg.processors])
-        self.devices = {d.name: SerialDevice.from_config(d) for d in cfg.devices}
+        # port "emulator": rehearse without hardware, against an in-process device emulator
+        self.emulators = {d.name: DeviceEmulator() for d in cfg.devices if d.port == EMULATOR}
+        self.devices = {
+            d.name: SerialDevice.from_config(
+                d.model_copy(update={"port": self.emulators[d.name].port})
+                if d.name in self.emulators else d)
+            for d in cfg.devices
+        }
         self.rules = RuleSet.compile(
             [r.model_dump(by_alias=True) for r in cfg.rules], spec.bodyparts, spec.pcutoff,
             devices=set(self.devices),
@@ -130,6 +140,8 @@ class Engine:
     # -- lifecycle ------------------------------------------------------------------------
     def open(self, frame_size: tuple[int, int] | None = None) -> Engine:
         """Start devices, stream and recorder, and warm up every stage for ``frame_size``."""
+        for emulator in self.emulators.values():
+            emulator.start()
         for device in self.devices.values():
             device.open()
         spec, cfg = self.spec, self.config
@@ -172,6 +184,8 @@ class Engine:
                 device.close()
             except Exception as e:  # closing must reach every part
                 self.stats.errors.append(f"device {device.name}: {e}")
+        for emulator in self.emulators.values():
+            emulator.stop()
         if self.publisher is not None:
             self.publisher.close()
         if self.recorder is not None:
