@@ -101,8 +101,8 @@ def _add_export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fp16", action="store_true",
                    help="also write an fp16 model (.fp16.onnx), for GPU providers")
     p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
-    p.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo",
-                   help="torch.onnx exporter (torchscript: legacy, much faster to export)")
+    p.add_argument("--exporter", choices=["torchscript", "dynamo"], default="torchscript",
+                   help="torch.onnx exporter (dynamo: torch.export based, much slower)")
     p.add_argument("--no-parity", action="store_true",
                    help="skip the ONNX-vs-PyTorch check on real frames")
     p.add_argument("--int8-tolerance", type=float, default=0.5, metavar="PX",
@@ -112,13 +112,13 @@ def _add_export_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from poseloop.realtime.engine import Engine
+    from poseloop.realtime.engine_config import load_engine_config, with_overrides
 
-    overrides = {"max_frames": args.max_frames, "duration_s": args.duration}
-    engine = Engine.from_config(args.config, **overrides)
-    if args.record:
-        engine.config.record.dir = args.record
-    if args.display:
-        engine.config.display = True
+    cfg = load_engine_config(args.config)
+    record = {**cfg.record.model_dump(), "dir": args.record} if args.record else None
+    cfg = with_overrides(cfg, max_frames=args.max_frames, duration_s=args.duration,
+                         record=record, display=args.display or None)
+    engine = Engine.from_config(cfg)
     print(f"model {engine.model_path.name} ({len(engine.spec.bodyparts)} bodyparts), "
           f"camera {engine.camera!r}, providers {engine.runner.providers}")
     on_pose = None

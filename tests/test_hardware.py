@@ -25,7 +25,7 @@ from poseloop.hardware.protocol import Reply
 from poseloop.hardware.serial_device import SerialDevice
 
 FIRMWARE = Path(protocol.__file__).parent / "firmware"
-SEND_LIMIT_S = 0.005  # no send() may take longer than this
+SEND_LIMIT_S = 0.005  # no send() may take longer, not counting waits for a CPU
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
@@ -37,35 +37,42 @@ def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
     return True
 
 
-def run_delay_ns() -> int:
-    """Nanoseconds this thread has spent runnable but waiting for a CPU (0 if unknown)."""
-    try:
-        with open("/proc/thread-self/schedstat", "rb") as f:
-            return int(f.read().split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0
+def run_delays() -> dict[str, int]:
+    """Per thread of this process: nanoseconds spent runnable but waiting for a CPU."""
+    delays: dict[str, int] = {}
+    tasks = os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else []
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/schedstat", "rb") as f:
+                delays[task] = int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            pass  # the thread just ended, or no schedstat here
+    return delays
 
 
 class SendTimer:
-    """Times send() calls less the time the thread waited for a CPU: on a loaded machine the
-    scheduler can hold any call for milliseconds, which says nothing about send() itself."""
+    """Times send() calls less the time this process's threads waited for a CPU: on a loaded
+    machine the scheduler can hold the calling thread, or a thread holding the GIL, for
+    milliseconds, which says nothing about send() itself."""
 
     def __init__(self) -> None:
         self.walls: list[int] = []
         self.times: list[int] = []
 
     def send(self, device: SerialDevice, command: str) -> None:
-        delay = run_delay_ns()
+        before = run_delays()
         t = time.perf_counter_ns()
         device.send(command)
         wall = time.perf_counter_ns() - t
+        after = run_delays()
+        waited = sum(after[task] - before[task] for task in before.keys() & after.keys())
         self.walls.append(wall)
-        self.times.append(wall - (run_delay_ns() - delay))
+        self.times.append(wall - waited)
 
     def check(self) -> None:
         slowest = max(self.times)
         assert slowest < SEND_LIMIT_S * 1e9, (
-            f"slowest send {slowest / 1e6:.2f} ms off the run queue"
+            f"slowest send {slowest / 1e6:.2f} ms, not counting waits for a CPU"
         )
         assert max(self.walls) < 0.25e9, f"slowest send {max(self.walls) / 1e6:.1f} ms wall time"
 
@@ -187,10 +194,10 @@ def test_invalid_config_names_the_field(extra: dict, message: str) -> None:
 def test_commands_reach_the_emulator(emulator: DeviceEmulator, open_device) -> None:
     device = open_device("stim", emulator.port, outputs={"laser": OutputConfig(channel=4)})
     assert device.connected, device.status
-    assert device.send("ON 1") and device.send("PULSE 2 500") and device.switch("laser", True)
+    assert device.send("ON 1") and device.send("PULSE 2 5000") and device.switch("laser", True)
     assert device.send(b"OFF 1\n")
     assert emulator.wait_for(4, timeout=5)
-    assert [r.data for r in emulator.received] == [b"ON 1", b"PULSE 2 500", b"ON 4", b"OFF 1"]
+    assert [r.data for r in emulator.received] == [b"ON 1", b"PULSE 2 5000", b"ON 4", b"OFF 1"]
     states = emulator.outputs
     assert (states[1], states[2], states[4]) == (False, True, True)
     assert device.counters.sent == 4 and device.counters.dropped == 0
@@ -262,10 +269,11 @@ def test_device_survives_unplug_and_replug(
     assert device.counters.errors == 1 and device.counters.dropped > 0
 
     emulator.reappear()  # a new /dev/pts behind the same symlink
-    assert wait_until(lambda: device.connected), device.status
-    while not emulator.wait_for(1, timeout=0.001):  # the loop keeps going meanwhile
+    deadline = time.monotonic() + 5
+    while not device.connected and time.monotonic() < deadline:  # the loop keeps going
         timer.send(device, "ON 2")
         time.sleep(0.001)
+    assert device.connected, device.status
     device.send("ON 3")
     assert wait_until(lambda: b"ON 3" in [r.data for r in emulator.received])
     assert b"PULSE 5 1" not in [r.data for r in emulator.received]  # nothing stale re-sent
@@ -496,7 +504,9 @@ def test_firmware_in_simavr(request: pytest.FixtureRequest, avr_build: Path, bui
         replies = exchange(sim.port, EXCHANGE)
         assert replies[:3] == [b"PONG\n", b"OK ON 1\n", b"OK PULSE 2 20\n"]
         assert wait_until(lambda: sim.pulse_ms(2) is not None), sim.pins
-        assert 19 <= sim.pulse_ms(2) <= 21  # timed on the device, to its 1 ms tick
+        # timed on the device to within its clock's tick (Arduino's millis() steps by
+        # 1.024 ms and now and then skips a value)
+        assert 18.5 <= sim.pulse_ms(2) <= 21.5
 
         device = SerialDevice("sim", sim.port).open()
         assert device.ping(timeout=5) is not None

@@ -90,14 +90,14 @@ class DeviceEmulator:
         """Close the pty and remove the port path, as when a USB cable is pulled."""
         if self._thread is None:
             return
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.port)  # first, so a host cannot reopen the dying pty
         os.write(self._fds[3], b"x")
         self._thread.join()
         self._thread = None
         for fd in self._fds:
             os.close(fd)
         self._fds = ()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.port)
 
     def reappear(self) -> None:
         """Plug back in: a new pty (a new /dev/pts path) behind the same ``port`` symlink."""

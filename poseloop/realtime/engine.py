@@ -31,6 +31,7 @@ from poseloop.realtime.engine_config import (
     KalmanConfig,
     PythonProcessorConfig,
     load_engine_config,
+    with_overrides,
 )
 from poseloop.realtime.preprocess import Preprocessor
 from poseloop.realtime.processors import KalmanPredictor, ProcessorChain, load_processor
@@ -129,7 +130,7 @@ class Engine:
         """
         cfg = load_engine_config(source)
         if overrides:
-            cfg = cfg.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+            cfg = with_overrides(cfg, **overrides)
         model = cfg.model
         if model is None:
             from poseloop.synthetic_model import synthetic_model

@@ -96,6 +96,14 @@ class EngineConfig(Strict):
     display: bool = Field(False, description="show frames with the pose drawn (needs a screen)")
 
 
+def with_overrides(cfg: EngineConfig, source: str = "command line", **updates: Any
+                   ) -> EngineConfig:
+    """A copy of ``cfg`` with top-level fields replaced (None = keep), validated again."""
+    data = cfg.model_dump(by_alias=True)
+    data.update({k: v for k, v in updates.items() if v is not None})
+    return validate(EngineConfig, data, source)
+
+
 def load_engine_config(source: str | Path | dict | EngineConfig | None) -> EngineConfig:
     """An EngineConfig from a YAML path, a mapping, or itself (None = all defaults).
 
