@@ -16,7 +16,7 @@ def _dots(kp: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """A dark image with one bright 5x5 square of a distinct colour per keypoint."""
     img = np.zeros((*shape, 3), np.uint8)
     colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
-    for (x, y), c in zip(kp.astype(int), colours, strict=True):
+    for (x, y), c in zip(kp.astype(int), colours[: len(kp)], strict=True):
         img[y - 2 : y + 3, x - 2 : x + 3] = c
     return img
 
