@@ -134,3 +134,16 @@ def test_short_training_lowers_loss_and_resumes(synthetic_project: Path, tmp_pat
 def test_load_model_errors(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="not a poseloop training run"):
         load_model(tmp_path)
+
+
+def test_imagenet_without_internet_says_what_to_do(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    try:
+        build_backbone("mobilenet_v2", "imagenet")
+    except WeightsError as e:
+        text = str(e)
+        assert "mobilenet_v2-b0353104.pth" in text and str(tmp_path) in text
+        assert "--weights PATH" in text
+    else:
+        pytest.skip("this machine has internet: the download worked")
