@@ -113,12 +113,12 @@ class Augmenter:
 def resize_for_inference(image: np.ndarray, scale: float) -> tuple[np.ndarray, float, float]:
     """Resize by ``scale``; return (image, sx, sy) with the exact per-axis scales used.
 
-    A point x in the original maps to (x + 0.5) * sx - 0.5 in the resized image.
+    A point x in the original maps to (x + 0.5) * sx - 0.5 in the resized image. Bilinear,
+    like the training warps and the live preprocessor (which the tests hold pixel-identical).
     """
     if scale == 1.0:
         return image, 1.0, 1.0
     h, w = image.shape[:2]
     nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
-    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    out = cv2.resize(image, (nw, nh), interpolation=interpolation)
+    out = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
     return out, nw / w, nh / h
