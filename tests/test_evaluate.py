@@ -80,8 +80,11 @@ def test_evaluate_on_other_project_with_wrong_bodyparts(tiny_run: Path, openfiel
     from poseloop.cli import main
 
     cfg = openfield_copy / "config.yaml"
-    assert main(["evaluate", str(tiny_run), "--project", str(openfield_copy)]) == 0
-    capsys.readouterr()
+    labels = openfield_copy / "labeled-data/m4s1/CollectedData_Pranav.csv"
+    labels.write_text("\n".join(labels.read_text().splitlines()[:3 + 8]) + "\n")  # 8 frames
+    assert main(["evaluate", str(tiny_run), "--project", str(openfield_copy), "--plots", "1",
+                 "--out", str(openfield_copy / "eval")]) == 0
+    assert "0 train, 8 test" in capsys.readouterr().out
     cfg.write_text(cfg.read_text().replace("- tailbase", "- tail"))
     (openfield_copy / "labeled-data/m4s1/CollectedData_Pranav.csv").write_text(
         (openfield_copy / "labeled-data/m4s1/CollectedData_Pranav.csv").read_text()
