@@ -4,7 +4,7 @@ Frames come from a replay camera (pre-rendered synthetic frames, or frames of a 
 resized to each size), whose grab costs almost nothing. Two runs per size, each timed by
 the poses' own ``timings`` stamps:
 
-* latency: the camera runs at 0.8x the loop's rate, so every frame is taken as soon as it
+* latency: the camera runs at 0.5x the loop's rate, so every frame is taken as soon as it
   arrives and each stage's time (hand-off included) is the loop's own, not queueing;
 * throughput: the camera runs at 2x the loop's rate, so the loop never waits for a frame;
   its frame rate is compared with 1 / inference time.
@@ -126,7 +126,7 @@ def bench_size(model: str | Path, size: tuple[int, int], frames: int, video: str
         probe.step(Frame(images[i % len(images)], i, time.perf_counter_ns()))
     per_frame = (time.perf_counter() - t0) / 20
     probe.close()
-    stamps, _ = _timed_run(model, runner, images, size, 0.8 / per_frame, frames)
+    stamps, _ = _timed_run(model, runner, images, size, 0.5 / per_frame, frames)
     _, throughput = _timed_run(model, runner, images, size, 2.0 / per_frame, frames)
     col = {n: i for i, n in enumerate(STAMPS)}
     stages = {name: _percentiles(stamps[:, col[b]] - stamps[:, col[a]])
