@@ -12,6 +12,8 @@ For DLC3 files it also times the whole per-frame path on the openfield video: po
 (frame into the graph through IO binding with preallocated outputs, then decode) against a
 PyTorch loop that mimics DeepLabCut-Live's ``get_pose`` (cvtColor, ToDtype /255, Normalize,
 model, decode), and, with ``--dlclive-python``, DeepLabCut-Live itself run in that Python.
+Runtimes compared in one table take turns frame by frame, so load from other processes
+falls on all of them alike (DeepLabCut-Live runs separately, in its own process).
 
     python benchmarks/export_speed.py --run runs/bench-openfield/imagenet \
         --dlc3 ../shared/models/dlc3_resnet50_openfield_random.pt [--frames 30]
@@ -54,16 +56,21 @@ def stats(times_s: list[float]) -> tuple[float, float, float]:
     return float(np.median(ms)), float(np.percentile(ms, 95)), float(np.percentile(ms, 99))
 
 
-def time_each(fn: Callable[[np.ndarray], object], frames: list[np.ndarray],
-              warmup: int = 3) -> list[float]:
-    """Per-call wall times of ``fn`` over the frames, after a few warm-up calls."""
-    for frame in frames[:warmup]:
-        fn(frame)
-    times = []
+def time_interleaved(fns: dict[str, Callable[[np.ndarray], object]], frames: list[np.ndarray],
+                     warmup: int = 3) -> dict[str, list[float]]:
+    """Per-call wall times of each function, taking turns frame by frame.
+
+    Taking turns spreads any load from other processes evenly over the runtimes compared.
+    """
+    for fn in fns.values():
+        for frame in frames[:warmup]:
+            fn(frame)
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for frame in frames:
-        t0 = time.perf_counter()
-        fn(frame)
-        times.append(time.perf_counter() - t0)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn(frame)
+            times[name].append(time.perf_counter() - t0)
     return times
 
 
@@ -94,17 +101,17 @@ def network_table(name: str, net: torch.nn.Module, normalise: bool, paths: dict[
     rows = []
     for w, h in SIZES:
         sized = [cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames]
-        base = stats(time_each(torch_fn(net, normalise), sized))
-        rows.append((name, f"{w}x{h}", "torch", *base, 1.0))
-        for kind, session in sessions.items():
-            s = stats(time_each(ort_fn(session), sized))
-            rows.append((name, f"{w}x{h}", kind, *s, base[0] / s[0]))
+        fns = {"torch": torch_fn(net, normalise)}
+        fns.update({kind: ort_fn(session) for kind, session in sessions.items()})
+        results = {kind: stats(t) for kind, t in time_interleaved(fns, sized).items()}
+        base = results["torch"][0]
+        rows += [(name, f"{w}x{h}", kind, *s, base / s[0]) for kind, s in results.items()]
     return rows
 
 
-def iobinding_loop(session, spec: ModelSpec, frames: list[np.ndarray]) -> list[float]:
+def iobinding_step(session, spec: ModelSpec, frame0: np.ndarray) -> Callable[[np.ndarray], object]:
     """poseloop's per-frame path: bind the frame, run into preallocated outputs, decode."""
-    first = session.run(list(OUTPUT_NAMES), {INPUT_NAME: frames[0][None]})
+    first = session.run(list(OUTPUT_NAMES), {INPUT_NAME: frame0[None]})
     outputs = [np.empty_like(o) for o in first]
     binding = session.io_binding()
     for name, out in zip(OUTPUT_NAMES, outputs, strict=True):
@@ -116,11 +123,10 @@ def iobinding_loop(session, spec: ModelSpec, frames: list[np.ndarray]) -> list[f
         session.run_with_iobinding(binding)
         return spec.decode(outputs[0][0], outputs[1][0])
 
-    return time_each(step, frames)
+    return step
 
 
-def dlclive_mimic_loop(net: torch.nn.Module, spec: ModelSpec,
-                       frames: list[np.ndarray]) -> list[float]:
+def dlclive_mimic_step(net: torch.nn.Module, spec: ModelSpec) -> Callable[[np.ndarray], object]:
     """DeepLabCut-Live's PyTorch get_pose, step by step (v2 transforms as it uses them)."""
     from torchvision.transforms import v2
 
@@ -134,7 +140,7 @@ def dlclive_mimic_loop(net: torch.nn.Module, spec: ModelSpec,
             heatmaps, locref = net(x)
         return spec.decode(heatmaps[0].numpy(), locref[0].numpy())
 
-    return time_each(step, frames)
+    return step
 
 
 DLCLIVE_SCRIPT = """
@@ -195,23 +201,22 @@ def bench_dlc3(model: Path, n: int, tmp: Path, exporter: str,
     rows = network_table(name, net, info.normalize_images, paths, frames)
 
     spec = ModelSpec.read(result.path)
-    mimic = stats(dlclive_mimic_loop(net, spec, frames))
-    loop_rows = [(name, "640x480", "dlclive-mimic", *mimic, 1.0)]
     sessions = {kind: open_session(path, threads=CORES) for kind, path in paths.items()}
-    ours = {}
-    for kind, session in sessions.items():
-        ours[kind] = stats(iobinding_loop(session, spec, frames))
-        loop_rows.append((name, "640x480", f"poseloop {kind}", *ours[kind],
-                          mimic[0] / ours[kind][0]))
+    fns = {"dlclive-mimic": dlclive_mimic_step(net, spec)}
+    fns.update({f"poseloop {kind}": iobinding_step(session, spec, frames[0])
+                for kind, session in sessions.items()})
+    results = {kind: stats(t) for kind, t in time_interleaved(fns, frames).items()}
+    mimic = results["dlclive-mimic"][0]
+    loop_rows = [(name, "640x480", kind, *s, mimic / s[0]) for kind, s in results.items()]
     if dlclive_python:
         times, live_poses = dlclive_loop(dlclive_python, model, n)
         live = stats(times)
-        loop_rows.append((name, "640x480", "dlclive", *live, mimic[0] / live[0]))
+        loop_rows.append((name, "640x480", "dlclive (own run)", *live, mimic / live[0]))
         poses = np.stack([spec.decode(*(o[0] for o in ort_fn(sessions["ort"])(f)))
                           for f in frames])
         print(f"{name}: DeepLabCut-Live / poseloop ORT median time "
-              f"{live[0] / ours['ort'][0]:.2f}x; poses differ by at most "
-              f"{np.abs(poses[..., :2] - live_poses[..., :2]).max():.2e} px")
+              f"{live[0] / results['poseloop ort'][0]:.2f}x (separate runs); poses differ by "
+              f"at most {np.abs(poses[..., :2] - live_poses[..., :2]).max():.2e} px")
     return rows, loop_rows
 
 
@@ -220,7 +225,7 @@ def main() -> None:
     ap.add_argument("--run", help="a poseloop training run folder")
     ap.add_argument("--dlc3", action="append", default=[], help="a DLC3 .pt file (repeatable)")
     ap.add_argument("--frames", type=int, default=30, help="timed frames per configuration")
-    ap.add_argument("--exporter", choices=["dynamo", "torchscript"], default="dynamo")
+    ap.add_argument("--exporter", choices=["torchscript", "dynamo"], default="torchscript")
     ap.add_argument("--dlclive-python", help="a Python with deeplabcut-live installed")
     args = ap.parse_args()
     if not args.run and not args.dlc3:

@@ -92,8 +92,8 @@ class ModelSpec:
     def likelihood_of(self, peak: np.ndarray) -> np.ndarray:
         """Likelihoods (float32) from the scoremap values at the peaks."""
         peak = np.asarray(peak, np.float32)
-        if self.likelihood == "sigmoid":
-            return (1.0 / (1.0 + np.exp(-peak))).astype(np.float32)
+        if self.likelihood == "sigmoid":  # tanh form: no overflow for very negative logits
+            return (0.5 + 0.5 * np.tanh(0.5 * peak)).astype(np.float32)
         if self.likelihood == "clip":
             return np.clip(peak, 0.0, 1.0)
         return peak

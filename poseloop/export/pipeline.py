@@ -48,7 +48,7 @@ class ExportOptions:
     int8: bool = False
     fp16: bool = False
     opset: int | None = None
-    exporter: str = "dynamo"
+    exporter: str = "torchscript"
     parity: bool = True
     parity_frames: int = 4
     calibration_frames: int = 32
@@ -90,9 +90,10 @@ def _verify(path: Path, spec: ModelSpec, reference: Reference, frames: list[np.n
     return parity
 
 
-def _int8(result: ExportResult, calibration: list[np.ndarray], evaluation: list[np.ndarray],
+def add_int8(result: ExportResult, calibration: list[np.ndarray], evaluation: list[np.ndarray],
           labels: np.ndarray | None, opts: ExportOptions, log: Log) -> None:
-    """Quantize, compare with fp32 and keep the int8 file only if accurate enough."""
+    """Quantize ``result.path``, compare with fp32 and keep the int8 file only if accurate
+    enough (error growth <= ``opts.int8_tolerance`` px, or ``opts.force``)."""
     path = variant_path(result.path, "int8")
     log(f"int8: calibrating on {len(calibration)} frames -> {path}")
     quantize_int8(result.path, path, calibration, result.spec)
@@ -112,7 +113,7 @@ def _int8(result: ExportResult, calibration: list[np.ndarray], evaluation: list[
     result.int8_path = path
 
 
-def _fp16(result: ExportResult, reference: Reference, frames: list[np.ndarray],
+def add_fp16(result: ExportResult, reference: Reference, frames: list[np.ndarray],
           log: Log) -> None:
     """Convert to fp16 and check that ONNX Runtime (CPU) loads and runs it."""
     path = convert_fp16(result.path, variant_path(result.path, "fp16"), result.spec)
@@ -144,10 +145,10 @@ def export_run(run: str | Path, out: str | Path | None = None,
                        for f in calib]
         evaluation = test or train
         labels = np.stack([f.keypoints for f in evaluation])
-        _int8(result, calibration, [load_bgr(project, f) for f in evaluation], labels, opts,
+        add_int8(result, calibration, [load_bgr(project, f) for f in evaluation], labels, opts,
               log)
     if opts.fp16:
-        _fp16(result, reference, frames, log)
+        add_fp16(result, reference, frames, log)
     return result
 
 
@@ -182,7 +183,7 @@ def import_dlc(model: str | Path, out: str | Path | None = None,
     result = ExportResult(out, spec, _verify(out, spec, reference, parity_frames, opts, log))
     if opts.int8:
         split = max(1, len(frames) - n_eval)
-        _int8(result, frames[:split], frames[split:] or frames, None, opts, log)
+        add_int8(result, frames[:split], frames[split:] or frames, None, opts, log)
     if opts.fp16:
-        _fp16(result, reference, parity_frames, log)
+        add_fp16(result, reference, parity_frames, log)
     return result

@@ -45,12 +45,18 @@ class FrameReader(CalibrationDataReader):
 
 
 def preprocessing_nodes(model: onnx.ModelProto) -> list[str]:
-    """Names of the nodes before the first convolution (the in-graph preprocessing)."""
+    """Names of the nodes between the graph input and the first convolution.
+
+    Followed from the input rather than taken by position: exporters put weight-sharing
+    ``Identity`` nodes before everything else.
+    """
+    reached = {INPUT_NAME}
     names = []
     for node in model.graph.node:  # ONNX graphs are stored in topological order
-        if node.op_type in _FIRST_NETWORK_OPS:
-            break
+        if node.op_type in _FIRST_NETWORK_OPS or not reached.intersection(node.input):
+            continue
         names.append(node.name)
+        reached.update(node.output)
     return names
 
 
