@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -110,6 +111,10 @@ def _add_export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="keep an int8 model out of tolerance")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from poseloop.realtime.engine import Engine
     from poseloop.realtime.engine_config import load_engine_config, with_overrides
@@ -126,6 +131,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         from poseloop.realtime.display import Display
 
         on_pose = Display(engine.spec)
+    # SIGTERM (a scheduler or `kill`) ends the run like Ctrl-C: the loop stops, the
+    # recorder flushes and every device output is turned off.
+    signal.signal(signal.SIGTERM, _interrupt)
     with engine:
         stats = engine.run(on_pose=on_pose)
     if on_pose is not None:

@@ -110,3 +110,32 @@ def test_invalid_rule_names_the_field(synthetic_onnx: Path, tmp_path: Path) -> N
     cfg["rules"][0]["actions"] = [{"device": "laser", "command": "ON 1"}]
     with pytest.raises(ConfigError, match="laser"):
         Engine.from_config(cfg)
+
+
+def test_sigterm_flushes_recording_and_turns_outputs_off(synthetic_onnx: Path,
+                                                         tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    with DeviceEmulator() as emulator:
+        cfg = _cfg(synthetic_onnx, tmp_path, emulator.port, frames=100_000, fps=30.0)
+        cfg["rules"][0]["actions"] = [{"device": "stim", "command": "ON 1"}]
+        cfg["devices"][0]["outputs"] = {"laser": {"channel": 1}}
+        path = tmp_path / "run.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        proc = subprocess.Popen([sys.executable, "-m", "poseloop.cli", "run", str(path)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert emulator.wait_for(3, timeout=60.0), proc.communicate(timeout=5)
+        os.kill(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "stopped by interrupted" in out
+        assert emulator.wait_for(len(emulator.received), timeout=1.0)
+        assert any(r.data == b"OFF 1" for r in emulator.received)
+        assert emulator.outputs[1] is False
+    poses = pd.read_hdf(next((tmp_path / "rec").glob("*.h5")))
+    assert len(poses) > 0
