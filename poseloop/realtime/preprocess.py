@@ -5,8 +5,8 @@ an optional dynamic crop around the last confident pose (DeepLabCut-Live style),
 by the model's ``input_scale`` times a user ``resize`` (cv2 INTER_LINEAR, as in training and
 evaluation: 5x cheaper than INTER_AREA when shrinking), and the channel order the model
 wants. Frames are BGR (OpenCV's order); grey (H x W or H x W x 1) frames are expanded to
-three channels and BGRA frames (common from camera SDKs) lose their alpha channel. An uncropped, unscaled BGR
-frame for a BGR model is passed as a view, without a copy.
+three channels and BGRA frames (common from camera SDKs) lose their alpha channel. An
+uncropped, unscaled BGR frame for a BGR model is passed as a view, without a copy.
 
 The returned image is a reused buffer (or a view of the frame): use it before the next call.
 """
