@@ -1,4 +1,4 @@
-"""The ``poseloop`` command: train, evaluate, export, import-dlc and demo.
+"""The ``poseloop`` command: train, evaluate, export, run, analyze, benchmark, listen, demo.
 
 Errors the user can fix (``PoseloopError``) print one clear message and exit with
 status 2; anything else is a bug and keeps its traceback.
