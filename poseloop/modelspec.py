@@ -207,10 +207,12 @@ _REQUIRED = ("bodyparts", "stride", "offset", "locref_stdev", "likelihood", "inp
 
 
 def open_session(path: str | Path, optimize: bool = True, threads: int | None = None,
-                 providers: Sequence[str] = ("CPUExecutionProvider",)):
+                 providers: Sequence[str | tuple[str, dict]] = ("CPUExecutionProvider",),
+                 inter_threads: int | None = None):
     """An ONNX Runtime session of ``path``; ModelError for a missing or unreadable file.
 
-    optimize=False skips graph optimisation (fast, for reading metadata only).
+    optimize=False skips graph optimisation (fast, for reading metadata only). providers:
+    names or (name, options) pairs, in priority order.
     """
     import onnxruntime as ort
 
@@ -222,14 +224,16 @@ def open_session(path: str | Path, optimize: bool = True, threads: int | None = 
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
+    if inter_threads:
+        options.inter_op_num_threads = inter_threads
     options.log_severity_level = 3
     try:
         return ort.InferenceSession(str(path), options, providers=list(providers))
     except Exception as e:  # ORT raises several pybind types (InvalidProtobuf, Fail, ...)
         first = (str(e).splitlines() or [""])[0]
         raise ModelError(
-            f"{path}: ONNX Runtime cannot load it (not an ONNX model, or truncated or "
-            f"corrupt?): {first}"
+            f"{path}: ONNX Runtime cannot load it (not an ONNX model, truncated or corrupt, "
+            f"or an operator the providers lack?): {first}"
         ) from e
 
 

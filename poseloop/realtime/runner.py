@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from poseloop.errors import FrameError, ModelError, ProviderError
-from poseloop.modelspec import INPUT_NAME, OUTPUT_NAMES, ModelSpec, check_io
+from poseloop.modelspec import INPUT_NAME, OUTPUT_NAMES, ModelSpec, check_io, open_session
 
 #: Short provider names accepted in configs; full ORT names work too.
 PROVIDERS = {
@@ -85,23 +85,10 @@ class OrtRunner:
                 device_id, trt_cache_dir, trt_fp16, trt_workspace_bytes
             ),
         }
-        session_options = ort.SessionOptions()
-        session_options.log_severity_level = 3
-        if intra_threads:
-            session_options.intra_op_num_threads = intra_threads
-        if inter_threads:
-            session_options.inter_op_num_threads = inter_threads
-        try:
-            self.session = ort.InferenceSession(
-                str(self.path), session_options,
-                providers=[(p, options.get(p, {})) for p in chosen],
-            )
-        except Exception as e:  # ORT raises several pybind types (InvalidProtobuf, Fail, ...)
-            first = (str(e).splitlines() or [""])[0]
-            raise ModelError(
-                f"{self.path}: ONNX Runtime cannot load it (not an ONNX model, truncated, or "
-                f"an operator the providers {chosen} lack?): {first}"
-            ) from e
+        self.session = open_session(
+            self.path, threads=intra_threads, inter_threads=inter_threads,
+            providers=[(p, options.get(p, {})) for p in chosen],
+        )
         self.providers: list[str] = self.session.get_providers()
         self._check_started(chosen, allow_fallback)
         self.spec = ModelSpec.from_metadata(
