@@ -1,4 +1,4 @@
-"""The ``poseloop`` command: train, evaluate, export, run, analyze, benchmark, listen, demo.
+"""The ``poseloop`` command: train, evaluate, export, run, analyze, benchmark, listen, demo, soak.
 
 Errors the user can fix (``PoseloopError``) print one clear message and exit with
 status 2; anything else is a bug and keeps its traceback.
@@ -191,6 +191,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_soak(args: argparse.Namespace) -> int:
+    from poseloop.soak import default_out_dir, format_report, run_soak
+    from poseloop.synthetic_model import synthetic_model
+
+    w, h = (int(v) for v in args.size.split("x"))
+    model = args.model or synthetic_model()
+    out = Path(args.out) if args.out else default_out_dir()
+    report = run_soak(model, out, args.minutes * 60, fps=args.fps, size=(w, h),
+                      threads=args.threads)
+    print(format_report(report))
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     p = argparse.ArgumentParser(prog="poseloop", description=__doc__.splitlines()[0])
@@ -270,6 +283,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seconds", type=float, default=10.0, help="how long the live loop runs")
     d.add_argument("--fps", type=float, default=100.0, help="synthetic camera frame rate")
     d.set_defaults(func=cmd_demo)
+
+    so = sub.add_parser("soak", help="run the whole loop for a long time and check nothing "
+                        "was lost (recording, stream, device, memory)")
+    so.add_argument("--minutes", type=float, default=60.0)
+    so.add_argument("--model", help="exported .onnx (default: the demo's synthetic model)")
+    so.add_argument("--fps", type=float, default=200.0, help="synthetic camera frame rate")
+    so.add_argument("--size", default="160x120", help="synthetic frame size WxH")
+    so.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    so.add_argument("--out", help="recording folder (default: a new temporary folder)")
+    so.set_defaults(func=cmd_soak)
     return p
 
 

@@ -98,7 +98,9 @@ def test_tables_are_written_periodically(tmp_path: Path) -> None:
         recorder.submit(make_pose(i, rng))
     wait_for(lambda: recorder.paths["timing_csv"].exists()
              and len(pd.read_csv(recorder.paths["timing_csv"])) == 20)
-    assert len(read_poses(recorder)[0]) == 20  # readable while recording
+    csv = pd.read_csv(recorder.paths["poses_csv"], header=[0, 1, 2], index_col=0)
+    assert len(csv) == 20  # readable while recording
+    assert not recorder.paths["poses_h5"].exists()  # the .h5 is written at close
     for i in range(20, 50):
         recorder.submit(make_pose(i, rng))
     recorder.close()
@@ -164,50 +166,120 @@ def test_video_is_recorded_with_its_frame_numbers(tmp_path: Path) -> None:
 
 
 @contextmanager
-def read_only(path: Path) -> Iterator[None]:
-    """Make a directory unwritable (chmod, or `chattr +i` for root), or skip."""
+def unwritable(paths: list[Path]) -> Iterator[None]:
+    """Make files unwritable (chmod, or `chattr +i` for root, who ignores modes), or skip."""
     if os.geteuid() != 0:
-        path.chmod(0o555)
-        undo = ["chmod", "755", str(path)]
+        for path in paths:
+            path.chmod(0o444)
+        undo = [["chmod", "644", str(p)] for p in paths]
     elif shutil.which("chattr"):
-        if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
-            pytest.skip("chattr +i is not supported here; cannot make a directory read-only")
-        undo = ["chattr", "-i", str(path)]
+        for path in paths:
+            if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode:
+                pytest.skip("chattr +i is not supported here; cannot make a file read-only")
+        undo = [["chattr", "-i", str(p)] for p in paths]
     else:
-        pytest.skip("running as root without chattr: cannot make a directory read-only")
+        pytest.skip("running as root without chattr: cannot make a file read-only")
     try:
-        probe = path / "probe"
         try:
-            probe.touch()
+            with open(paths[0], "a"):
+                pass
         except OSError:
             pass
         else:
-            probe.unlink()
-            pytest.skip("the directory stayed writable")
+            pytest.skip("the file stayed writable")
         yield
     finally:
-        subprocess.run(undo, check=True)
+        for command in undo:
+            subprocess.run(command, check=True)
 
 
-def test_read_only_directory_is_reported_and_does_not_block(tmp_path: Path) -> None:
+def test_write_errors_lose_nothing_and_are_retried(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
-    out = tmp_path / "out"
-    recorder = Recorder(out, BODYPARTS, SCORER, flush_s=0.1)
-    for i in range(10):
-        recorder.submit(make_pose(i, rng))
-    wait_for(lambda: recorder.paths["timing_csv"].exists())
-    with read_only(out):
+    recorder = Recorder(tmp_path, BODYPARTS, SCORER, flush_s=0.1)
+    poses = [make_pose(i, rng) for i in range(60)]
+    for pose in poses[:10]:
+        recorder.submit(pose)
+    wait_for(lambda: recorder.rows_written == 10)
+    files = [recorder.paths[k] for k in ("poses_csv", "timing_csv")]
+    with unwritable(files):
         start = time.perf_counter()
-        for i in range(10, 30):
-            recorder.submit(make_pose(i, rng))
-        assert time.perf_counter() - start < 0.05
-        wait_for(lambda: recorder.errors > 0)
-        recorder.close()
-        assert recorder.dropped == 0
-        assert str(out) in recorder.error
-        h5, csv = read_poses(recorder)  # what was written before stays readable
-        assert h5.index.tolist() == csv.index.tolist() == list(range(10))
+        for pose in poses[10:30]:
+            recorder.submit(pose)
+        assert time.perf_counter() - start < 0.05  # the loop never waits on the disk
+        wait_for(lambda: recorder.errors >= 2)
+        assert str(tmp_path) in recorder.error
+        csv = pd.read_csv(recorder.paths["poses_csv"], header=[0, 1, 2], index_col=0)
+        assert csv.index.tolist() == list(range(10))  # what was written stays intact
         assert len(pd.read_csv(recorder.paths["timing_csv"])) == 10
+    for pose in poses[30:]:  # the disk is back: the held rows are written with the new ones
+        recorder.submit(pose)
+    recorder.close()
+    assert recorder.dropped == 0 and recorder.rows_written == 60
+    h5, csv = read_poses(recorder)
+    assert h5.index.tolist() == csv.index.tolist() == list(range(60))
+    np.testing.assert_array_equal(h5.to_numpy(), np.stack([p.data for p in poses]).reshape(60, -1))
+    timing = pd.read_csv(recorder.paths["timing_csv"])
+    assert timing["frame"].tolist() == list(range(60)) and (timing["dropped"] == 0).all()
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+@contextmanager
+def tiny_filesystem(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at ``path`` (needs root), or skip."""
+    path.mkdir()
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        pytest.skip("mounting a tiny filesystem needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def test_disk_full_keeps_every_whole_row_written_before(tmp_path: Path) -> None:
+    rng = np.random.default_rng(8)
+    with tiny_filesystem(tmp_path / "disk", "400k") as disk:
+        recorder = Recorder(disk, BODYPARTS, SCORER, flush_s=0.05)
+        for i in range(5000):
+            recorder.submit(make_pose(i, rng))
+            if i % 100 == 99:
+                time.sleep(0.02)  # let flushes happen on the way
+        recorder.close()
+        assert recorder.errors > 0 and "No space left" in recorder.error
+        assert recorder.dropped == 0  # every pose reached the writer; the disk refused rows
+        csv = pd.read_csv(recorder.paths["poses_csv"], header=[0, 1, 2], index_col=0)
+        timing = pd.read_csv(recorder.paths["timing_csv"])
+        n = len(csv)
+        assert 0 < n < 5000 and n == recorder.rows_written
+        assert csv.index.tolist() == list(range(n))  # whole rows only, no torn last line
+        assert timing["frame"].tolist() == list(range(len(timing)))
+        assert not csv.isna().any().any() and not timing["publish"].isna().any()
+        if recorder.paths["poses_h5"].exists():  # written if there was room, else absent
+            h5 = pd.read_hdf(recorder.paths["poses_h5"])
+            pd.testing.assert_frame_equal(h5, csv, check_names=False)
+        else:
+            assert "holds the poses" in recorder.error
+
+
+def test_an_earlier_recording_is_never_overwritten(tmp_path: Path) -> None:
+    rng = np.random.default_rng(9)
+    first = Recorder(tmp_path, BODYPARTS, SCORER, name="trial")
+    first.submit(make_pose(0, rng))
+    first.close()
+    second = Recorder(tmp_path, BODYPARTS, SCORER, name="trial")
+    second.submit(make_pose(0, rng))
+    second.submit(make_pose(1, rng))
+    second.close()
+    assert second.name == "trial-2" and second.paths["poses_h5"].name == f"trial-2{SCORER}.h5"
+    assert len(read_poses(first)[0]) == 1 and len(read_poses(second)[0]) == 2
+    with pytest.raises(FileExistsError, match=f"trial{SCORER}"):
+        Recorder(tmp_path, BODYPARTS, SCORER, name="trial", if_exists="error")
+    third = Recorder(tmp_path, BODYPARTS, SCORER, name="trial", if_exists="overwrite")
+    third.close()
+    assert third.name == "trial"
 
 
 def test_submit_checks_the_pose_and_the_state(tmp_path: Path) -> None:

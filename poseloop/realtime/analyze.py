@@ -26,7 +26,8 @@ def analyze_video(model: str | Path, video: str | Path, out: str | Path | None =
     camera.open()  # opened here: CameraError for an unreadable file before any work
     cfg = EngineConfig(
         model=str(model), runner=runner or RunnerConfig(),
-        record=RecordConfig(dir=str(out), name=video.stem, queue_size=1 << 16),
+        record=RecordConfig(dir=str(out), name=video.stem, queue_size=1 << 16,
+                            if_exists="overwrite"),
     )
     engine = Engine(cfg, model, camera=camera)
     total = camera.frame_count

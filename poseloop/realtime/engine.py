@@ -53,6 +53,7 @@ class RunStats:
     """What a run did: frames processed and everything that was counted instead of waited on."""
 
     frames: int = 0
+    captured: int = 0
     camera_dropped: int = 0
     recorder_dropped: int = 0
     stream_dropped: int = 0
@@ -159,7 +160,8 @@ class Engine:
                 cfg.record.dir, spec.bodyparts, scorer=f"DLC_poseloop_{spec.backbone or 'model'}",
                 name=cfg.record.name, video=cfg.record.video,
                 video_fps=float(getattr(self.camera, "fps", None) or 30.0),
-                queue_size=cfg.record.queue_size,
+                queue_size=cfg.record.queue_size, flush_s=cfg.record.flush_s,
+                if_exists=cfg.record.if_exists,
             )
         self.warmup(frame_size)
         return self
@@ -290,6 +292,7 @@ class Engine:
         finally:
             grab.stop()
             stats.seconds = time.monotonic() - t0
+            stats.captured = grab.grabbed
             stats.camera_dropped = grab.dropped
             self._count_drops()
         return stats

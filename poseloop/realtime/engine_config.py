@@ -72,7 +72,13 @@ class RecordConfig(Strict):
     dir: str | None = Field(None, description="output folder; None = do not record")
     name: str = Field("session", min_length=1, description="file stem")
     video: bool = Field(False, description="also record the frames (mp4v)")
-    queue_size: int = Field(4096, ge=1)
+    queue_size: int = Field(4096, ge=1, description="poses in flight before one is dropped")
+    flush_s: float = Field(2.0, gt=0, le=3600,
+                           description="seconds between appends to the files (crash exposure)")
+    if_exists: Literal["number", "overwrite", "error"] = Field(
+        "number", description="an earlier recording of this name: keep it and number the new "
+        "one (name-2, ...), replace it, or refuse to start"
+    )
     on_error: Literal["stop", "continue"] = Field(
         "stop", description="a write error (disk full, ...) stops the run, or is only counted"
     )

@@ -1,15 +1,15 @@
 """Records poses, per-frame timings and optionally the video, in a writer thread.
 
-The loop calls :meth:`Recorder.submit`, which copies the pose into a preallocated ring and
-puts a small record on a bounded queue without waiting: a full queue is counted in
-``dropped``, never waited on. The writer thread appends records to growing arrays, writes
-video frames as they come, and every ``flush_s`` seconds and at :meth:`Recorder.close`
-writes the tables:
+The loop calls :meth:`Recorder.submit`, which copies the pose and its stage stamps into a
+preallocated ring and puts a small record on a bounded queue without waiting: a full queue
+is counted in ``dropped``, never waited on. The writer thread collects records, writes video
+frames as they come, and every ``flush_s`` seconds and at :meth:`Recorder.close` appends the
+new rows to the files:
 
 * ``<name><scorer>.h5`` / ``.csv``: poses in DeepLabCut's layout (key ``df_with_missing``,
-  columns scorer / bodyparts / coords x, y, likelihood, index = frame index), so a scorer
-  named like DeepLabCut's (``DLC_...``) gives the file names its tools look for beside
-  ``<name>.mp4``. Frames the loop did not process are absent. (No .h5 for a session
+  table format, columns scorer / bodyparts / coords x, y, likelihood, index = frame index),
+  so a scorer named like DeepLabCut's (``DLC_...``) gives the file names its tools look for
+  beside ``<name>.mp4``. Frames the loop did not process are absent. (No .h5 for a session
   without poses: pandas cannot store an empty table.)
 * ``<name><scorer>_timing.csv``: one row per recorded frame: ``frame``, ``t_capture_ns``,
   ``t_device_ns``, each stage's ``perf_counter_ns`` stamp (``STAGES``; other keys are not
@@ -19,10 +19,14 @@ writes the tables:
 * ``<name><scorer>_events.csv``: fired rules (``frame``, ``rule``, ``action``, ``t_ns``),
   from :meth:`Recorder.submit_event`.
 
-The .h5 is rewritten to a temporary file and renamed; the .csv files grow by copy, append
-and rename, so a flush formats only new rows and a failed write never damages what is
-already on disk. Write errors are counted in ``errors`` and described in ``error``; the loop
-decides whether to stop.
+Nothing already on disk is put at risk by a later write, so a long run holds only the rows
+of one flush in memory and a write error (disk full, unplugged drive, read-only folder)
+damages nothing: a .csv append that fails is cut back to its last whole row, and its rows
+stay in memory to be retried at the next flush. The .csv files are ``fsync``-ed at every
+flush and are the record that survives a crash. The .h5 is written at :meth:`close` from
+the poses .csv, through a temporary file that is read back before it takes the final name
+(HDF5 does not always report a failed write). Write errors are counted in ``errors`` and
+described in ``error``; the loop decides whether to stop (``record.on_error``).
 """
 
 from __future__ import annotations
@@ -31,12 +35,11 @@ import contextlib
 import logging
 import os
 import queue
-import shutil
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import cv2
 import numpy as np
@@ -51,6 +54,9 @@ TIMING_COLUMNS = ("t_capture_ns", "t_device_ns", *STAGES, "dropped", "lost", "vi
 _STAGE_COLUMN = {stage: 2 + i for i, stage in enumerate(STAGES)}
 _DROPPED, _LOST, _VIDEO = (TIMING_COLUMNS.index(c) for c in ("dropped", "lost", "video_frame"))
 _STOP = object()
+_H5_KEY = "df_with_missing"
+#: What to do when a recording of the same name is already in the folder.
+IfExists = Literal["number", "overwrite", "error"]
 
 
 class _Event(NamedTuple):
@@ -64,7 +70,10 @@ class Recorder:
     """Writes poses, timings and (optionally) video in its own thread; never blocks the loop.
 
     out_dir: created if needed. bodyparts, scorer: the DeepLabCut column levels.
-    name: file stem (see the module docstring). video, video_fps, fourcc: record the frames.
+    name: file stem (see the module docstring). if_exists: an earlier recording with this
+    stem is kept and the new one numbered ``<name>-2``, ``-3``, ... ("number"), replaced
+    ("overwrite"), or a FileExistsError ("error").
+    video, video_fps, fourcc: record the frames.
     queue_size: records in flight before ``submit`` drops. flush_s: seconds between writes.
     video_buffers: frame copies in flight before a video frame is skipped (``video_dropped``);
     they must cover a table flush (a few hundred ms) at the camera's frame rate.
@@ -82,6 +91,7 @@ class Recorder:
         queue_size: int = 1024,
         flush_s: float = 10.0,
         video_buffers: int = 32,
+        if_exists: IfExists = "number",
     ) -> None:
         if queue_size < 1 or flush_s <= 0 or video_buffers < 1 or len(fourcc) != 4:
             raise ValueError("need queue_size >= 1, flush_s > 0, video_buffers >= 1, 4-char fourcc")
@@ -89,14 +99,8 @@ class Recorder:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.bodyparts = list(bodyparts)
         self.scorer = scorer
-        stem = f"{name}{scorer}"
-        self.paths = {
-            "poses_h5": self.out_dir / f"{stem}.h5",
-            "poses_csv": self.out_dir / f"{stem}.csv",
-            "timing_csv": self.out_dir / f"{stem}_timing.csv",
-            "events_csv": self.out_dir / f"{stem}_events.csv",
-            "video": self.out_dir / f"{name}.mp4",
-        }
+        self.name = name = _free_name(self.out_dir, name, scorer, if_exists)
+        self.paths = _paths(self.out_dir, name, scorer)
         self.video, self.video_fps, self.fourcc = video, video_fps, fourcc
         self.flush_s = flush_s
         self.video_buffers = video_buffers
@@ -105,24 +109,32 @@ class Recorder:
         self.video_dropped = 0
         self.errors = 0
         self.error: str | None = None
+        #: Pose rows on disk in the .csv (the count that survives a crash).
+        self.rows_written = 0
         k = len(self.bodyparts)
-        # Producer side (loop thread).
+        # Producer side (loop thread). The rings have queue_size + 2 slots: queue_size
+        # queued, one in the writer's hands, and the one submit() fills, so a slot written by
+        # submit() is never one the writer has yet to read.
         self._queue: queue.Queue[Any] = queue.Queue(queue_size)
-        self._ring = np.empty((queue_size + 2, k, 3), np.float32)  # +2: see submit()
+        self._ring = np.empty((queue_size + 2, k, 3), np.float32)
+        self._ring_times = np.empty((queue_size + 2, len(TIMING_COLUMNS)), np.int64)
         self._next = 0
         self._lost = 0
         self._pool: list[np.ndarray] = []
         self._allocated = 0
         self._video_shape: tuple[int, ...] | None = None
         self._closed = False
-        # Writer side.
+        # Writer side: rows not yet in every file, from row number self._base on.
         self._n = 0
-        self._poses = np.empty((4096, k, 3), np.float32)
-        self._index = np.empty(4096, np.int64)
-        self._times = np.empty((4096, len(TIMING_COLUMNS)), np.int64)
+        self._base = 0
+        self._poses = np.empty((1024, k, 3), np.float32)
+        self._index = np.empty(1024, np.int64)
+        self._times = np.empty((1024, len(TIMING_COLUMNS)), np.int64)
         self._last_index = -1
-        self._csv_rows = {"poses_csv": 0, "timing_csv": 0, "events_csv": 0}
+        self._rows = {"poses_csv": 0, "timing_csv": 0}
         self._events: list[_Event] = []
+        self._events_written = 0
+        self._started: set[str] = set()
         self._writer: cv2.VideoWriter | None = None
         self._video_failed = False
         self._video_count = 0
@@ -130,14 +142,14 @@ class Recorder:
             [[scorer], self.bodyparts, ["x", "y", "likelihood"]],
             names=["scorer", "bodyparts", "coords"],
         )
-        self._thread = threading.Thread(target=self._run, name=f"recorder {stem}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"recorder {name}", daemon=True)
         self._thread.start()
 
     # ------------------------------------------------------------- loop thread
     def submit(self, pose: Pose, frame: Frame | None = None) -> None:
         """Queue a pose (and its frame, if recording video) without waiting.
 
-        The pose data and image are copied, so the loop may reuse its buffers at once.
+        The pose data, stamps and image are copied, so the loop may reuse its buffers at once.
         """
         if self._closed:
             raise RuntimeError("recorder is closed")
@@ -146,16 +158,21 @@ class Recorder:
                 f"pose of shape {pose.data.shape}; the recorder expects "
                 f"{self._ring.shape[1:]} (one row per bodypart)"
             )
-        # The ring has queue_size + 2 slots: queue_size queued, one in the writer's hands, and
-        # this one, so the slot written here is never one the writer has yet to read.
         slot = self._next % len(self._ring)
         np.copyto(self._ring[slot], pose.data)
+        times = self._ring_times[slot]
+        times[:] = MISSING
+        times[0] = pose.t_capture_ns
+        if frame is not None and frame.t_device_ns is not None:
+            times[1] = frame.t_device_ns
+        for key, value in pose.timings.items():
+            column = _STAGE_COLUMN.get(key)
+            if column is not None:
+                times[column] = value
+        times[_LOST] = self._lost
         image = self._copy_image(frame.image) if self.video and frame is not None else None
-        t_device = frame.t_device_ns if frame is not None else None
-        record = (slot, pose.frame_index, pose.t_capture_ns, t_device, dict(pose.timings),
-                  image, self._lost)
         try:
-            self._queue.put_nowait(record)
+            self._queue.put_nowait((slot, pose.frame_index, image))
         except queue.Full:
             self.dropped += 1
             self._lost += 1
@@ -224,17 +241,17 @@ class Recorder:
             elif record is not None:
                 self._store(record)
             if time.monotonic() >= due:
-                if self._n > self._csv_rows["timing_csv"] \
-                        or len(self._events) > self._csv_rows["events_csv"]:
+                if self._n or len(self._events) or not self._started:
                     self._flush()
                 due = time.monotonic() + self.flush_s
         self._flush()
+        self._write_h5()
         if self._writer is not None:
             self._writer.release()
 
     def _store(self, record: tuple) -> None:
-        """Append one pose record to the growing arrays (and its image to the video)."""
-        slot, index, t_capture, t_device, timings, image, lost = record
+        """Append one pose record to the pending rows (and its image to the video)."""
+        slot, index, image = record
         n = self._n
         if n == len(self._index):
             self._poses = _grow(self._poses)
@@ -243,16 +260,8 @@ class Recorder:
         self._poses[n] = self._ring[slot]
         self._index[n] = index
         row = self._times[n]
-        row[:] = MISSING
-        row[0] = t_capture
-        if t_device is not None:
-            row[1] = t_device
-        for key, value in timings.items():
-            column = _STAGE_COLUMN.get(key)
-            if column is not None:
-                row[column] = value
-        row[_DROPPED] = max(0, index - self._last_index - 1 - lost)
-        row[_LOST] = lost
+        row[:] = self._ring_times[slot]
+        row[_DROPPED] = max(0, index - self._last_index - 1 - row[_LOST])
         if image is not None:
             if self._write_video(image):
                 row[_VIDEO] = self._video_count
@@ -279,63 +288,115 @@ class Recorder:
         return True
 
     def _flush(self) -> None:
-        """Write the pose .h5 whole and append new rows to the .csv files."""
-        n = self._n
+        """Append the pending rows to each file; forget the rows every file now holds."""
+        n, base = self._n, self._base
         poses = pd.DataFrame(
             self._poses[:n].reshape(n, len(self._columns)).astype(np.float64),
-            index=self._index[:n].copy(),
-            columns=self._columns,
+            index=self._index[:n].copy(), columns=self._columns,
         )
-        self._write_h5(poses)
-        self._append_csv("poses_csv", poses.iloc[self._csv_rows["poses_csv"]:], index=True)
-        self._append_csv("timing_csv", self._timing(), index=False)
-        events = pd.DataFrame(self._events[self._csv_rows["events_csv"]:], columns=_Event._fields)
-        self._append_csv("events_csv", events, index=False)
+        done = self._rows
+        if self._append_csv("poses_csv", poses.iloc[done["poses_csv"] - base:], index=True):
+            done["poses_csv"] = base + n
+            self.rows_written = base + n
+        if self._append_csv("timing_csv", self._timing(done["timing_csv"] - base), index=False):
+            done["timing_csv"] = base + n
+        events = pd.DataFrame(self._events, columns=_Event._fields)
+        if self._append_csv("events_csv", events, index=False):
+            self._events_written += len(self._events)
+            self._events.clear()
+        # Rows every file holds are forgotten; the rest (after an error) move to the front.
+        keep_from = min(done.values()) - base
+        if keep_from:
+            left = n - keep_from
+            for array in (self._poses, self._index, self._times):
+                array[:left] = array[keep_from:n]
+            self._n, self._base = left, base + keep_from
 
-    def _write_h5(self, poses: pd.DataFrame) -> None:
-        """Rewrite the .h5 via a temporary file (pandas cannot store an empty table: skipped)."""
-        if poses.empty:
-            return
-        path = self.paths["poses_h5"]
-        tmp = path.with_name(path.name + ".tmp")
-        try:
-            poses.to_hdf(tmp, key="df_with_missing", format="table", mode="w")
-            os.replace(tmp, path)
-        except Exception as e:  # OSError, HDF5ExtError, ...: report, keep the last good file
-            self._fail(path, e)
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-
-    def _timing(self) -> pd.DataFrame:
-        """The timing rows not yet in the .csv."""
-        start, n = self._csv_rows["timing_csv"], self._n
+    def _timing(self, start: int) -> pd.DataFrame:
+        """The pending timing rows from ``start``."""
+        n = self._n
         columns: dict[str, Any] = {"frame": self._index[start:n]}
         for j, name in enumerate(TIMING_COLUMNS):
             values = self._times[start:n, j].copy()
             columns[name] = pd.arrays.IntegerArray(values, values == MISSING)
         return pd.DataFrame(columns)
 
-    def _append_csv(self, key: str, rows: pd.DataFrame, index: bool) -> None:
-        """Append rows not yet on disk (copy, append, rename); the header on first write."""
-        path, done = self.paths[key], self._csv_rows[key]
-        tmp = path.with_name(path.name + ".tmp")
+    def _append_csv(self, key: str, rows: pd.DataFrame, index: bool) -> bool:
+        """Append rows (with the header on the first write) and fsync; on failure cut the
+        file back to its last whole row. False if nothing was written."""
+        path, first = self.paths[key], key not in self._started
+        if rows.empty and not first:
+            return True
+        text = rows.to_csv(index=index, header=first, lineterminator="\n")
+        size = 0
         try:
-            if done:
-                shutil.copyfile(path, tmp)
-            with open(tmp, "a" if done else "w", newline="") as fh:
-                fh.write(rows.to_csv(index=index, header=not done, lineterminator="\n"))
-            os.replace(tmp, path)
+            with open(path, "w" if first else "a", newline="") as fh:
+                size = fh.tell()
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
         except OSError as e:
             self._fail(path, e)
             with contextlib.suppress(OSError):
+                if path.exists():
+                    os.truncate(path, size)
+            return False
+        self._started.add(key)
+        return True
+
+    def _write_h5(self) -> None:
+        """Write the .h5 from the poses .csv via a temporary file, checked before renaming."""
+        path, source = self.paths["poses_h5"], self.paths["poses_csv"]
+        if not self.rows_written:
+            return  # pandas cannot store an empty table
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            with pd.HDFStore(tmp, mode="w") as store:
+                for chunk in pd.read_csv(source, header=[0, 1, 2], index_col=0,
+                                         chunksize=100_000):
+                    chunk.columns = self._columns
+                    chunk.index = chunk.index.astype(np.int64)
+                    store.append(_H5_KEY, chunk.astype(np.float64), format="table")
+            with pd.HDFStore(tmp, mode="r") as store:
+                rows = store.get_storer(_H5_KEY).nrows
+                store.select(_H5_KEY, start=max(0, rows - 1))  # the last row reads back
+            if rows != self.rows_written:
+                raise OSError(f"read back {rows} rows, expected {self.rows_written}")
+            os.replace(tmp, path)
+        except Exception as e:  # OSError, HDF5ExtError, ...: the .csv remains the record
+            self._fail(path, f"not written ({e}); {source.name} holds the poses")
+            with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-            return
-        self._csv_rows[key] = done + len(rows)
 
     def _fail(self, path: Path, error: Exception | str) -> None:
         self.errors += 1
         self.error = f"{path}: {error}"
         log.error("recorder: %s", self.error)
+
+
+def _paths(out_dir: Path, name: str, scorer: str) -> dict[str, Path]:
+    stem = f"{name}{scorer}"
+    return {
+        "poses_h5": out_dir / f"{stem}.h5",
+        "poses_csv": out_dir / f"{stem}.csv",
+        "timing_csv": out_dir / f"{stem}_timing.csv",
+        "events_csv": out_dir / f"{stem}_events.csv",
+        "video": out_dir / f"{name}.mp4",
+    }
+
+
+def _free_name(out_dir: Path, name: str, scorer: str, if_exists: IfExists) -> str:
+    """``name``, or the first ``name-N`` whose files are all absent (see Recorder)."""
+    taken = [p for p in _paths(out_dir, name, scorer).values() if p.exists()]
+    if not taken or if_exists == "overwrite":
+        return name
+    if if_exists == "error":
+        raise FileExistsError(f"{taken[0]} exists (record.if_exists: error)")
+    for number in range(2, 100_000):
+        candidate = f"{name}-{number}"
+        if not any(p.exists() for p in _paths(out_dir, candidate, scorer).values()):
+            return candidate
+    raise FileExistsError(f"no free recording name like {name}-N in {out_dir}")
 
 
 def _grow(array: np.ndarray) -> np.ndarray:
