@@ -112,6 +112,13 @@ def _add_export_options(p: argparse.ArgumentParser) -> None:
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    """First SIGINT/SIGTERM: stop the run like Ctrl-C. Later ones: ignored while closing."""
+    def closing(signum: int, frame: object) -> None:
+        print("poseloop: still closing (flushing the recording, turning outputs off)",
+              file=sys.stderr)
+
+    signal.signal(signal.SIGINT, closing)
+    signal.signal(signal.SIGTERM, closing)
     raise KeyboardInterrupt
 
 
@@ -131,8 +138,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         from poseloop.realtime.display import Display
 
         on_pose = Display(engine.spec)
-    # SIGTERM (a scheduler or `kill`) ends the run like Ctrl-C: the loop stops, the
-    # recorder flushes and every device output is turned off.
+    # SIGINT (Ctrl-C) and SIGTERM (a scheduler or `kill`) end the run: the loop stops, the
+    # recorder flushes and every device output is turned off; a second signal cannot cut
+    # that short.
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     with engine:
         stats = engine.run(on_pose=on_pose)

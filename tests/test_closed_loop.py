@@ -112,8 +112,10 @@ def test_invalid_rule_names_the_field(synthetic_onnx: Path, tmp_path: Path) -> N
         Engine.from_config(cfg)
 
 
-def test_sigterm_flushes_recording_and_turns_outputs_off(synthetic_onnx: Path,
-                                                         tmp_path: Path) -> None:
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_signal_flushes_recording_and_turns_outputs_off(synthetic_onnx: Path, tmp_path: Path,
+                                                        signame: str) -> None:
+    import contextlib
     import os
     import signal
     import subprocess
@@ -130,7 +132,10 @@ def test_sigterm_flushes_recording_and_turns_outputs_off(synthetic_onnx: Path,
         proc = subprocess.Popen([sys.executable, "-m", "poseloop.cli", "run", str(path)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert emulator.wait_for(3, timeout=60.0), proc.communicate(timeout=5)
-        os.kill(proc.pid, signal.SIGTERM)
+        os.kill(proc.pid, getattr(signal, signame))
+        time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):  # impatient: a second one while closing
+            os.kill(proc.pid, getattr(signal, signame))
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
         assert "stopped by interrupted" in out
@@ -138,4 +143,6 @@ def test_sigterm_flushes_recording_and_turns_outputs_off(synthetic_onnx: Path,
         assert any(r.data == b"OFF 1" for r in emulator.received)
         assert emulator.outputs[1] is False
     poses = pd.read_hdf(next((tmp_path / "rec").glob("*.h5")))
-    assert len(poses) > 0
+    timing = pd.read_csv(next((tmp_path / "rec").glob("*_timing.csv")))
+    frames = int(out.split(" frames in")[0].split()[-1])
+    assert len(poses) == len(timing) == frames > 0  # every processed frame, flushed

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from poseloop.soak import format_report, run_soak
+from poseloop.realtime.engine import RunStats
+from poseloop.realtime.recorder import Recorder
+from poseloop.realtime.types import STAGES, Pose
+from poseloop.soak import _check, format_report, run_soak
 
 SECONDS = float(os.environ.get("POSELOOP_SOAK_SECONDS", "60"))
 
@@ -25,3 +30,47 @@ def test_soak_loses_nothing(synthetic_onnx: Path, tmp_path: Path) -> None:
     assert timing["frame"].is_unique and timing["frame"].is_monotonic_increasing
     assert s.frames + s.camera_dropped in (s.captured, s.captured - 1)
     assert len(report.rss_mb) >= SECONDS / 2
+
+
+def _recording(out: Path, frames: list[int]) -> dict[str, Path]:
+    recorder = Recorder(out, ["snout"], "DLC_test", flush_s=60)
+    for i in frames:
+        t = 1_000_000 * i
+        recorder.submit(Pose(np.full((1, 3), i, np.float32), i, t,
+                             {stage: t + j + 1 for j, stage in enumerate(STAGES)}))
+    recorder.close()
+    return recorder.paths
+
+
+def test_the_checks_pass_a_clean_run_and_name_each_fault(tmp_path: Path) -> None:
+    frames = [0, 1, 2, 4, 5, 6, 7, 9]  # 3 and 8 dropped by the camera
+    stats = RunStats(frames=8, captured=10, camera_dropped=2, stopped_by="duration")
+    processed = np.zeros(100, np.uint8)
+    processed[frames] = 1
+    flat = [(float(t), 100.0) for t in range(10)]
+
+    def problems(paths, stats=stats, processed=processed, samples=flat) -> list[str]:
+        return _check(stats, paths, processed, samples, 2.0, 10.0, 200.0).problems
+
+    paths = _recording(tmp_path / "ok", frames)
+    assert problems(paths) == []
+    assert any("resident memory grew 10.0 %" in p
+               for p in problems(paths, samples=[*flat, (11.0, 110.0)]))
+    extra = processed.copy()
+    extra[3] = 1  # processed but absent from the recording
+    assert any("differ between the loop and the recording" in p
+               for p in problems(paths, processed=extra))
+    assert any("camera drops" in p for p in problems(paths, stats=replace(stats, camera_dropped=5)))
+    assert any("stopped by camera error" in p
+               for p in problems(paths, stats=replace(stats, stopped_by="camera error")))
+
+    gap = _recording(tmp_path / "gap", frames)
+    timing = pd.read_csv(gap["timing_csv"])
+    timing.loc[4, "infer"] = None
+    timing.to_csv(gap["timing_csv"], index=False)
+    assert any("1 rows with empty cells, e.g. frame 5" in p for p in problems(gap))
+
+    twice = _recording(tmp_path / "twice", [0, 1, 2, 2, 4, 5, 6, 7, 9])
+    found = problems(twice)
+    assert any("not strictly increasing" in p for p in found)
+    assert any("poses recorded for 8 frames" in p for p in found)

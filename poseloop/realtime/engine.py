@@ -193,11 +193,16 @@ class Engine:
             self.publisher.close()
         if self.recorder is not None:
             self.recorder.close()
-            if self.recorder.error:
-                self.stats.errors.append(f"recorder: {self.recorder.error}")
+            error = f"recorder: {self.recorder.error}"
+            if self.recorder.error and error not in self.stats.errors:
+                self.stats.errors.append(error)
 
     def __enter__(self) -> Engine:
-        return self.open()
+        try:
+            return self.open()
+        except BaseException:  # e.g. Ctrl-C during warm-up: close what was opened
+            self.close()
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.close()
