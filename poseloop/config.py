@@ -97,7 +97,9 @@ M = TypeVar("M", bound=BaseModel)
 def _describe(error: ValidationError, source: str) -> str:
     lines = []
     for e in error.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        # a tagged union puts its tag in the path ("when.all.all.0"): said once is enough
+        loc = [p for i, p in enumerate(e["loc"]) if i + 1 == len(e["loc"]) or p != e["loc"][i + 1]]
+        where = ".".join(str(p) for p in loc) or "(top level)"
         lines.append(f"{source}: field '{where}': {e['msg']}")
     return "\n".join(lines)
 

@@ -19,6 +19,12 @@ import yaml
 
 from poseloop.errors import ProjectError
 
+#: Labels may lie this fraction of the image size outside it (clicks at the very edge);
+#: farther out they are corrupt.
+OUTSIDE_MARGIN = 0.1
+#: Coordinates this large (or infinite) are not pixels of any image.
+MAX_COORDINATE = 1e6
+
 
 @dataclass(frozen=True)
 class LabeledFrame:
@@ -57,6 +63,17 @@ class Project:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise ProjectError(f"{path}: image listed in {frame.source} cannot be read")
+        h, w = image.shape[:2]
+        x, y = frame.keypoints[:, 0], frame.keypoints[:, 1]
+        margin = OUTSIDE_MARGIN
+        outside = (x < -margin * w) | (x > (1 + margin) * w) \
+            | (y < -margin * h) | (y > (1 + margin) * h)
+        if outside.any():
+            j = int(np.flatnonzero(outside)[0])
+            raise ProjectError(
+                f"{frame.source}: {frame.image}: label {self.bodyparts[j]} at "
+                f"({x[j]:.1f}, {y[j]:.1f}) lies outside the {w} x {h} image"
+            )
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
     def split(self, seed: int = 0, fraction: float | None = None) -> Split:
@@ -207,14 +224,16 @@ def _frames_from_table(df: pd.DataFrame, path: Path, bodyparts: list[str]) -> li
                 continue
             col = df.iloc[:, sel[0]]
             numeric = pd.to_numeric(col, errors="coerce")
-            bad = numeric.isna() & col.notna() & (col.astype(str).str.strip() != "")
+            number = numeric.to_numpy(np.float64)
+            bad = (numeric.isna() & col.notna() & (col.astype(str).str.strip() != "")) \
+                | (np.abs(number) >= MAX_COORDINATE)  # inf, or beyond any image
             if bad.any():
                 row = int(np.flatnonzero(bad.to_numpy())[0])
                 raise ProjectError(
                     f"{path}: row {row + 4} ({df.index[row]}), column {part}/{c}: "
-                    f"not a number: {col.iloc[row]!r}"
+                    f"not a pixel coordinate: {col.iloc[row]!r}"
                 )
-            values[:, j, axis] = numeric.to_numpy(np.float32)
+            values[:, j, axis] = number
     frames = []
     for i, name in enumerate(df.index):
         image = str(name).replace("\\", "/")

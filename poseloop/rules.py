@@ -300,7 +300,11 @@ Predicate = Annotated[
     | Annotated[AllOf, Tag("all")]
     | Annotated[AnyOf, Tag("any")]
     | Annotated[Not, Tag("not")],
-    Discriminator(_predicate_tag),
+    Discriminator(
+        _predicate_tag, custom_error_type="predicate",
+        custom_error_message="a condition needs 'type' (zone, distance, angle, speed, "
+        "likelihood) or exactly one of 'all', 'any', 'not'",
+    ),
 ]
 for _model in (AllOf, AnyOf, Not):
     _model.model_rebuild()

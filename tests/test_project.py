@@ -60,10 +60,14 @@ def test_images_of_different_sizes(openfield_copy: Path) -> None:
     import cv2
 
     img = openfield_copy / "labeled-data/m4s1/img0003.png"
-    cv2.imwrite(str(img), cv2.resize(cv2.imread(str(img)), (320, 240)))
+    cv2.imwrite(str(img), cv2.resize(cv2.imread(str(img)), (960, 720)))
     p = read_project(openfield_copy)
     sizes = {p.load_image(f).shape for f in p.frames[:5]}
-    assert sizes == {(480, 640, 3), (240, 320, 3)}
+    assert sizes == {(480, 640, 3), (720, 960, 3)}
+    cv2.imwrite(str(img), cv2.resize(cv2.imread(str(img)), (160, 120)))  # labels now outside
+    with pytest.raises(ProjectError, match=r"img0003\.png: label \w+ at \(.*\) lies outside "
+                                           r"the 160 x 120 image"):
+        [p.load_image(f) for f in p.frames[:5]]
 
 
 def _edit_csv(path: Path, row: int, col: int, value: str) -> None:
@@ -91,7 +95,7 @@ def test_non_numeric_cell(openfield_copy: Path) -> None:
     _edit_csv(openfield_copy / CSV, 10, 4, "12.3abc")
     with pytest.raises(
         ProjectError, match=r"CollectedData_Pranav\.csv: row 11 \(labeled-data/m4s1/img0007\.png\)"
-        r", column leftear/y: not a number: '12\.3abc'"
+        r", column leftear/y: not a pixel coordinate: '12\.3abc'"
     ):
         read_project(openfield_copy)
 

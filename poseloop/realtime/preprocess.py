@@ -24,6 +24,8 @@ from poseloop.realtime.types import Frame, FrameTransform
 
 #: Dynamic crops are sized so the network input is a multiple of this (clean map geometry).
 ALIGN = 32
+#: Smallest network input side: the backbones downsample by up to 32.
+MIN_SIDE = 32
 _MAX_BUFFERS = 32
 
 # (channels of the frame, model input order) -> cv2 conversion code (None: already right)
@@ -144,6 +146,12 @@ class Preprocessor:
                     f"frame {frame.index}: crop (x1, x2, y1, y2) = {self.crop} does not fit the "
                     f"{w} x {h} frame; use x2 <= {w} and y2 <= {h}"
                 )
+        x1, x2, y1, y2 = self.crop or (0, w, 0, h)
+        if min(round((x2 - x1) * self.scale), round((y2 - y1) * self.scale)) < MIN_SIDE:
+            raise FrameError(
+                f"frame {frame.index}: {x2 - x1} x {y2 - y1} pixels at scale {self.scale:g} is "
+                f"smaller than the {MIN_SIDE} px per side the network needs"
+            )
         self._frame_shape = src.shape
 
     def _region(self, w: int, h: int) -> tuple[int, int, int, int]:
