@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from poseloop.config import Strict
 from poseloop.errors import ConfigError
@@ -46,6 +46,15 @@ class StreamConfig(Strict):
     allow_insecure: bool = Field(
         False, description="publish unencrypted on a non-loopback endpoint (anyone can read)"
     )
+
+    @model_validator(mode="after")
+    def _exposure(self) -> StreamConfig:
+        """Refuse a network endpoint without keys when the config is read, not at start."""
+        try:
+            check_exposure(self.endpoint, self.curve, self.allow_insecure)
+        except ConfigError as e:
+            raise ValueError(str(e).removeprefix("stream field ")) from None
+        return self
 
 
 def is_loopback(endpoint: str) -> bool:
