@@ -1,4 +1,5 @@
-"""The ``poseloop`` command: train, evaluate, export, run, analyze, benchmark, listen, demo, soak.
+"""The ``poseloop`` command: train, evaluate, export, run, analyze, benchmark, listen, demo, soak,
+recover.
 
 Errors the user can fix (``PoseloopError``) print one clear message and exit with
 status 2; anything else is a bug and keeps its traceback.
@@ -14,7 +15,7 @@ import time
 from pathlib import Path
 
 from poseloop import __version__
-from poseloop.errors import PoseloopError
+from poseloop.errors import ConfigError, PoseloopError
 
 
 def _train_config(args: argparse.Namespace):
@@ -213,6 +214,33 @@ def cmd_soak(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_recover(args: argparse.Namespace) -> int:
+    from poseloop.realtime.recorder import csv_to_h5
+
+    found = []
+    for target in map(Path, args.recordings):
+        if target.is_dir():
+            found += [p for p in sorted(target.glob("*.csv"))
+                      if not p.stem.endswith(("_timing", "_events"))]
+        elif target.suffix == ".csv" and target.is_file():
+            found.append(target)
+        else:
+            raise ConfigError(f"{target}: not a recording folder or poses .csv")
+    if not found:
+        raise ConfigError(f"no poses .csv in {', '.join(args.recordings)}")
+    failed = 0
+    for csv in found:
+        if csv.with_suffix(".h5").exists() and not args.force:
+            print(f"{csv.with_suffix('.h5')}: exists (--force to write it again)")
+            continue
+        try:
+            print(f"{csv} -> {csv_to_h5(csv)}")
+        except OSError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     p = argparse.ArgumentParser(prog="poseloop", description=__doc__.splitlines()[0])
@@ -302,6 +330,12 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     so.add_argument("--out", help="recording folder (default: a new temporary folder)")
     so.set_defaults(func=cmd_soak)
+
+    rc = sub.add_parser("recover", help="write the DeepLabCut .h5 of recordings whose run was "
+                        "killed (from their .csv, which is written as the run goes)")
+    rc.add_argument("recordings", nargs="+", help="recording folders or poses .csv files")
+    rc.add_argument("--force", action="store_true", help="also rewrite existing .h5 files")
+    rc.set_defaults(func=cmd_recover)
     return p
 
 

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -200,3 +201,35 @@ def test_recorder_write_error_stops_or_continues_as_configured(
         assert processed > 1000  # the run went on
     else:
         assert processed < 1000  # the run stopped at the error
+
+
+def test_a_killed_run_leaves_whole_csv_rows_and_recover_writes_the_h5(
+        synthetic_onnx: Path, tmp_path: Path) -> None:
+    """SIGKILL (or a power cut) cannot be caught: the fsync-ed .csv files are the record."""
+    from poseloop.cli import main
+
+    with DeviceEmulator() as emulator:
+        cfg = _config(synthetic_onnx, tmp_path, emulator.port)
+        path = tmp_path / "run.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        proc = subprocess.Popen([sys.executable, "-m", "poseloop.cli", "run", str(path)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        rec = tmp_path / "rec"
+        deadline = time.monotonic() + 60
+        while not list(rec.glob("*_timing.csv")) or \
+                len(pd.read_csv(next(rec.glob("*_timing.csv")))) < 100:
+            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait(10)
+    assert not list(rec.glob("*.h5"))  # the .h5 is written at the end, which never came
+    poses_csv = [p for p in rec.glob("*.csv") if not p.stem.endswith(("_timing", "_events"))][0]
+    poses = pd.read_csv(poses_csv, header=[0, 1, 2], index_col=0)
+    assert len(poses) >= 100 and poses.index.is_monotonic_increasing and poses.index.is_unique
+    assert not poses.isna().any().any()  # whole rows only
+    assert main(["recover", str(rec)]) == 0
+    h5 = pd.read_hdf(poses_csv.with_suffix(".h5"))
+    assert list(h5.columns.names) == ["scorer", "bodyparts", "coords"]
+    np.testing.assert_allclose(h5.to_numpy(), poses.to_numpy())
+    assert main(["recover", str(rec)]) == 0  # again: kept, not rewritten
+    assert main(["recover", str(tmp_path / "nothing")]) == 2

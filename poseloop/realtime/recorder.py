@@ -345,33 +345,53 @@ class Recorder:
         return True
 
     def _write_h5(self) -> None:
-        """Write the .h5 from the poses .csv via a temporary file, checked before renaming."""
-        path, source = self.paths["poses_h5"], self.paths["poses_csv"]
+        """Write the .h5 from the poses .csv (see :func:`csv_to_h5`)."""
         if not self.rows_written:
             return  # pandas cannot store an empty table
-        tmp = path.with_name(path.name + ".tmp")
         try:
-            with pd.HDFStore(tmp, mode="w") as store:
-                for chunk in pd.read_csv(source, header=[0, 1, 2], index_col=0,
-                                         chunksize=100_000):
-                    chunk.columns = self._columns
-                    chunk.index = chunk.index.astype(np.int64)
-                    store.append(_H5_KEY, chunk.astype(np.float64), format="table")
-            with pd.HDFStore(tmp, mode="r") as store:
-                rows = store.get_storer(_H5_KEY).nrows
-                store.select(_H5_KEY, start=max(0, rows - 1))  # the last row reads back
-            if rows != self.rows_written:
-                raise OSError(f"read back {rows} rows, expected {self.rows_written}")
-            os.replace(tmp, path)
-        except Exception as e:  # OSError, HDF5ExtError, ...: the .csv remains the record
-            self._fail(path, f"not written ({e}); {source.name} holds the poses")
-            with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
+            csv_to_h5(self.paths["poses_csv"], self.paths["poses_h5"], self.rows_written)
+        except OSError as e:
+            self._fail(self.paths["poses_h5"],
+                       f"not written ({e}); {self.paths['poses_csv'].name} holds the poses")
 
     def _fail(self, path: Path, error: Exception | str) -> None:
         self.errors += 1
         self.error = f"{path}: {error}"
         log.error("recorder: %s", self.error)
+
+
+def csv_to_h5(csv: str | Path, h5: str | Path | None = None,
+              expected_rows: int | None = None) -> Path:
+    """Write a recorded poses .csv as DeepLabCut's .h5 (beside it unless ``h5`` is given).
+
+    Goes through a temporary file that is read back before it takes the final name, since
+    HDF5 does not always report a failed write. Also what ``poseloop recover`` runs after a
+    crash, when only the .csv files were written. Raises OSError naming the file.
+    """
+    csv = Path(csv)
+    path = Path(h5) if h5 is not None else csv.with_suffix(".h5")
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        columns = None
+        with pd.HDFStore(tmp, mode="w") as store:
+            for chunk in pd.read_csv(csv, header=[0, 1, 2], index_col=0, chunksize=100_000):
+                columns = columns if columns is not None else pd.MultiIndex.from_tuples(
+                    list(chunk.columns), names=["scorer", "bodyparts", "coords"])
+                chunk.columns = columns
+                chunk.index = chunk.index.astype(np.int64)
+                store.append(_H5_KEY, chunk.astype(np.float64), format="table")
+        with pd.HDFStore(tmp, mode="r") as store:
+            rows = store.get_storer(_H5_KEY).nrows if _H5_KEY in store else 0
+            if rows:
+                store.select(_H5_KEY, start=rows - 1)  # the last row reads back
+        if not rows or (expected_rows is not None and rows != expected_rows):
+            raise OSError(f"read back {rows} rows, expected {expected_rows or 'some'}")
+        os.replace(tmp, path)
+    except Exception as e:  # OSError, HDF5ExtError, pandas parser errors, ...
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise OSError(f"{path}: {e}") from e
+    return path
 
 
 def _paths(out_dir: Path, name: str, scorer: str) -> dict[str, Path]:
