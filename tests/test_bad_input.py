@@ -239,12 +239,11 @@ def test_a_corrupt_label_cell_is_named_by_file_row_and_column(labels_project: Pa
 
 # --- models and frames -----------------------------------------------------------------------
 
-def test_a_model_with_the_wrong_input_rank_is_a_model_error(synthetic_onnx: Path,
-                                                            tmp_path: Path) -> None:
-    onnx = pytest.importorskip("onnx")
+def _rank3_model(path: Path, metadata_from: Path | None) -> Path:
+    """A valid ONNX graph whose input is H x W x 3 (rank 3), optionally with poseloop's
+    metadata copied from another model."""
+    import onnx
     from onnx import TensorProto, helper
-
-    from poseloop.realtime.runner import OrtRunner
 
     image = helper.make_tensor_value_info("image", TensorProto.UINT8, ["H", "W", 3])
     outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["H", "W", 3])
@@ -255,13 +254,39 @@ def test_a_model_with_the_wrong_input_rank_is_a_model_error(synthetic_onnx: Path
         "rank3", [image], outputs)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    for prop in onnx.load(str(synthetic_onnx)).metadata_props:  # poseloop's metadata
-        model.metadata_props.add(key=prop.key, value=prop.value)
-    path = tmp_path / "rank3.onnx"
+    if metadata_from is not None:
+        for prop in onnx.load(str(metadata_from)).metadata_props:
+            model.metadata_props.add(key=prop.key, value=prop.value)
     onnx.save(model, str(path))
-    with pytest.raises(ModelError, match=r"rank3\.onnx: graph input must be one uint8 N x H x W "
-                                         r"x 3 tensor named 'image', found \[\('image'"):
+    return path
+
+
+@pytest.mark.parametrize(("kind", "message"), [
+    ("truncated", r"truncated\.onnx: "),
+    ("foreign", r"foreign\.onnx: .*poseloop"),
+    ("rank3", r"rank3\.onnx: graph input must be one uint8 N x H x W x 3 tensor named 'image', "
+              r"found \[\('image'"),
+])
+def test_a_bad_model_is_refused_naming_the_file(synthetic_onnx: Path, tmp_path: Path,
+                                               capsys, kind: str, message: str) -> None:
+    pytest.importorskip("onnx")
+    import re
+
+    from poseloop.cli import main
+    from poseloop.realtime.runner import OrtRunner
+
+    path = tmp_path / f"{kind}.onnx"
+    if kind == "truncated":
+        data = synthetic_onnx.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        _rank3_model(path, synthetic_onnx if kind == "rank3" else None)
+    with pytest.raises(ModelError, match=message):
         OrtRunner(path)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"model": str(path), "max_frames": 5}))
+    assert main(["run", str(config)]) == 2  # a clear error, no traceback
+    assert re.search(message, capsys.readouterr().err)
 
 
 DTYPES = st.sampled_from([np.uint8, np.uint16, np.int32, np.float32, np.float64, np.bool_])
