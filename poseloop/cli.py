@@ -154,8 +154,11 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{stats.device_dropped}; rule events {stats.events}")
     for error in stats.errors:
         print(f"error: {error}", file=sys.stderr)
-    if engine.recorder is not None:
-        print(f"recorded to {engine.recorder.out_dir}")
+    recorder = engine.recorder
+    if recorder is not None:
+        print(f"recorded {recorder.rows_written} poses to {recorder.paths['poses_csv']} "
+              f"(+ .h5, _timing.csv, _events.csv{', video' if recorder.video else ''}); "
+              f"write errors {recorder.errors}")
     return 1 if stats.stopped_by in ("camera error", "recorder error") else 0
 
 

@@ -233,3 +233,28 @@ def test_a_killed_run_leaves_whole_csv_rows_and_recover_writes_the_h5(
     np.testing.assert_allclose(h5.to_numpy(), poses.to_numpy())
     assert main(["recover", str(rec)]) == 0  # again: kept, not rewritten
     assert main(["recover", str(tmp_path / "nothing")]) == 2
+
+
+class Exploding:
+    """A DeepLabCut-Live style processor with a bug that shows at frame 20."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def process(self, pose, **kwargs):
+        self.calls += 1
+        if self.calls == 20:
+            raise ZeroDivisionError("bug in a user processor")
+        return pose
+
+
+def test_a_bug_in_user_code_still_closes_everything(synthetic_onnx: Path, tmp_path: Path) -> None:
+    with DeviceEmulator() as emulator:
+        cfg = _config(synthetic_onnx, tmp_path, emulator.port,
+                      processors=[{"type": "python", "target": f"{__name__}:Exploding"}])
+        engine = Engine.from_config(cfg)
+        with pytest.raises(ZeroDivisionError), engine:
+            engine.run()
+        assert emulator.wait_for(2, timeout=2.0) and emulator.outputs[1] is False
+    poses, timing = _recorded(tmp_path)
+    assert len(poses) == len(timing) == 19  # the frames before the bug, flushed at close
