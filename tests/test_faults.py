@@ -205,11 +205,13 @@ def test_recorder_write_error_stops_or_continues_as_configured(
 
 def test_a_killed_run_leaves_whole_csv_rows_and_recover_writes_the_h5(
         synthetic_onnx: Path, tmp_path: Path) -> None:
-    """SIGKILL (or a power cut) cannot be caught: the fsync-ed .csv files are the record."""
+    """SIGKILL (or a power cut) cannot be caught: the fsync-ed .csv files are the record, and
+    the device's watchdog turns the output off by itself."""
     from poseloop.cli import main
 
     with DeviceEmulator() as emulator:
         cfg = _config(synthetic_onnx, tmp_path, emulator.port)
+        cfg["devices"][0]["watchdog_ms"] = 300
         path = tmp_path / "run.yaml"
         path.write_text(yaml.safe_dump(cfg))
         proc = subprocess.Popen([sys.executable, "-m", "poseloop.cli", "run", str(path)],
@@ -220,8 +222,13 @@ def test_a_killed_run_leaves_whole_csv_rows_and_recover_writes_the_h5(
                 len(pd.read_csv(next(rec.glob("*_timing.csv")))) < 100:
             assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
             time.sleep(0.05)
+        assert emulator.outputs[1] is True and emulator.watchdog_trips == 0
         proc.kill()
         proc.wait(10)
+        deadline = time.monotonic() + 3
+        while emulator.outputs[1] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert emulator.outputs[1] is False and emulator.watchdog_trips == 1
     assert not list(rec.glob("*.h5"))  # the .h5 is written at the end, which never came
     poses_csv = [p for p in rec.glob("*.csv") if not p.stem.endswith(("_timing", "_events"))][0]
     poses = pd.read_csv(poses_csv, header=[0, 1, 2], index_col=0)

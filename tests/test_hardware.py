@@ -127,6 +127,9 @@ def test_encode(text: str, wire: bytes) -> None:
         "PULSE 3",
         "PULSE 3 0",
         "PULSE 3 60001",
+        "WATCHDOG",
+        "WATCHDOG 60001",
+        "WATCHDOG -5",
         "BLINK 3",
         "",
         "0x4",
@@ -223,6 +226,36 @@ def test_background_ping(emulator: DeviceEmulator, open_device) -> None:
     assert emulator.wait_for(3, timeout=5)
     assert {r.data for r in emulator.received} == {b"PING"}
     assert wait_until(lambda: device.rtt_ns is not None)
+
+
+def test_watchdog_turns_outputs_off_when_the_loop_stops(emulator: DeviceEmulator,
+                                                        open_device) -> None:
+    device = open_device("stim", emulator.port, watchdog_ms=150)
+    assert emulator.wait_for(1, timeout=5)
+    assert emulator.received[0].data == b"WATCHDOG 150"  # armed at open
+    device.send("ON 1")
+    deadline = time.monotonic() + 0.6
+    while time.monotonic() < deadline:  # a loop running at 50 FPS
+        device.keepalive()
+        time.sleep(0.02)
+    assert emulator.outputs[1] is True and emulator.watchdog_trips == 0
+    pings = [r for r in emulator.received if r.data == b"PING"]
+    assert len(pings) >= 6  # fed by the heartbeat (~3 per period) while the loop runs
+    # The loop hangs: no keepalive, the heartbeat stops, the device switches off alone.
+    assert wait_until(lambda: emulator.outputs[1] is False, timeout=2)
+    assert emulator.watchdog_trips == 1
+    before = len(emulator.received)
+    device.close()
+    assert emulator.wait_for(before + 2, timeout=2)
+    assert [r.data for r in emulator.received][-2:] == [b"OFF 1", b"WATCHDOG 0"]
+
+
+def test_watchdog_needs_the_line_protocol() -> None:
+    with pytest.raises(ConfigError, match="watchdog_ms needs protocol 'line'"):
+        validate(DeviceConfig, {"name": "d", "port": "/dev/null", "protocol": "raw",
+                                "watchdog_ms": 500})
+    with pytest.raises(ConfigError, match="field 'watchdog_ms'"):
+        validate(DeviceConfig, {"name": "d", "port": "/dev/null", "watchdog_ms": 5})
 
 
 def test_raw_bytes_mode() -> None:
@@ -388,6 +421,8 @@ needs_arduino_mk = pytest.mark.skipif(
 # What the firmware must answer, line for line, exactly as the emulator does.
 EXCHANGE = [
     b"PING",
+    b"WATCHDOG 0",
+    b"WATCHDOG 60001",
     b"ON 1",
     b"PULSE 2 20",
     b"OFF 1\r",
@@ -502,7 +537,8 @@ def test_firmware_in_simavr(request: pytest.FixtureRequest, avr_build: Path, bui
         elf = avr_build / "poseloop_device.elf"
     with Simulation(avr_build / "uart_pty_sim", elf) as sim:
         replies = exchange(sim.port, EXCHANGE)
-        assert replies[:3] == [b"PONG\n", b"OK ON 1\n", b"OK PULSE 2 20\n"]
+        assert replies[:5] == [b"PONG\n", b"OK WATCHDOG 0\n", b"ERR bad command\n",
+                               b"OK ON 1\n", b"OK PULSE 2 20\n"]
         assert wait_until(lambda: sim.pulse_ms(2) is not None), sim.pins
         # timed on the device to within its clock's tick (Arduino's millis() steps by
         # 1.024 ms and now and then skips a value)
@@ -514,5 +550,12 @@ def test_firmware_in_simavr(request: pytest.FixtureRequest, avr_build: Path, bui
         assert wait_until(lambda: sim.level(3) == 1)
         device.close()
         assert wait_until(lambda: sim.level(3) == 0)
+
+        # The watchdog: after WATCHDOG 30 and ON 4, 30 ms of silence turn output 4 off.
+        time.sleep(0.3)  # the reply to close()'s OFF 3 comes and goes first
+        assert exchange(sim.port, [b"WATCHDOG 30", b"ON 4"]) == [b"OK WATCHDOG 30\n",
+                                                                 b"OK ON 4\n"]
+        assert wait_until(lambda: sim.pulse_ms(4) is not None), sim.pins
+        assert 28.0 <= sim.pulse_ms(4) <= 32.0  # to within a tick of the ms clock
     with DeviceEmulator() as emu:
         assert replies == exchange(emu.port, EXCHANGE)

@@ -8,6 +8,7 @@ from pydantic import AfterValidator, Field, ValidationInfo, field_validator, mod
 
 from poseloop.config import Strict
 from poseloop.hardware import protocol
+from poseloop.hardware.protocol import MAX_WATCHDOG_MS
 
 
 def _valid_command(text: str) -> str:
@@ -53,6 +54,12 @@ class DeviceConfig(Strict):
     ping_s: float | None = Field(
         None, gt=0, description="line protocol: seconds between background PINGs; None = off"
     )
+    watchdog_ms: int | None = Field(
+        None, ge=10, le=MAX_WATCHDOG_MS,
+        description="line protocol: the device turns every output off by itself after this "
+        "long without a byte from the host (host died, cable out, loop hung); the host keeps "
+        "it fed while the loop runs. None = off",
+    )
     outputs: dict[str, OutputConfig] = Field(default_factory=dict)
     all_off: list[CommandText] | None = Field(
         None, description="sent at close instead of an OFF for each output that was turned on"
@@ -83,6 +90,8 @@ class DeviceConfig(Strict):
     def _ping_needs_line_protocol(self) -> DeviceConfig:
         if self.ping_s is not None and self.protocol != "line":
             raise ValueError("ping_s needs protocol 'line' (raw firmware does not answer PING)")
+        if self.watchdog_ms is not None and self.protocol != "line":
+            raise ValueError("watchdog_ms needs protocol 'line' (the reference firmware)")
         return self
 
 

@@ -59,6 +59,11 @@ class DeviceEmulator:
         self._received: list[Received] = []
         self._on = [False] * channels
         self._pulse_end_ns = [0] * channels
+        self._watchdog_ns = 0  # WATCHDOG ms: silence after which every output goes off
+        self._last_rx_ns = 0
+        self._tripped = False
+        #: How often the watchdog turned the outputs off.
+        self.watchdog_trips = 0
         self._fds: tuple[int, ...] = ()
         self._thread: threading.Thread | None = None
 
@@ -142,7 +147,10 @@ class DeviceEmulator:
         line = bytearray()
         overflow = False
         while True:
-            ready, _, _ = select.select([master, stop_r], [], [])
+            ready, _, _ = select.select([master, stop_r], [], [], self._watchdog_wait())
+            if not ready:
+                self._trip()
+                continue
             try:
                 chunk = os.read(master, 4096)
             except BlockingIOError:
@@ -150,6 +158,7 @@ class DeviceEmulator:
                     return  # only after what had arrived is handled
                 continue
             t_ns = time.perf_counter_ns()
+            self._last_rx_ns, self._tripped = t_ns, False
             if self.protocol == "raw":
                 self._log(t_ns, chunk)
                 continue
@@ -168,6 +177,23 @@ class DeviceEmulator:
                 line.clear()
                 overflow = False
 
+    def _watchdog_wait(self) -> float | None:
+        """Seconds until the watchdog would trip; None when it is off or already tripped."""
+        if not self._watchdog_ns or self._tripped:
+            return None
+        return max(0.0, (self._last_rx_ns + self._watchdog_ns - time.perf_counter_ns()) / 1e9)
+
+    def _trip(self) -> None:
+        """The host went silent for the watchdog time: every output off, as the firmware."""
+        if self._watchdog_wait() != 0.0:
+            return
+        with self._cond:
+            self._on = [False] * self.channels
+            self._pulse_end_ns = [0] * self.channels
+            self._tripped = True
+            self.watchdog_trips += 1
+            self._cond.notify_all()
+
     def _log(self, t_ns: int, data: bytes) -> None:
         with self._cond:
             self._received.append(Received(t_ns, data))
@@ -180,6 +206,9 @@ class DeviceEmulator:
             return Reply("ERR", "bad command")
         if cmd.verb == "PING":
             return Reply("PONG")
+        if cmd.verb == "WATCHDOG":
+            self._watchdog_ns = (cmd.ms or 0) * 1_000_000
+            return Reply("OK", text.decode("ascii"))
         ch = cmd.channel
         assert ch is not None
         if ch >= self.channels:

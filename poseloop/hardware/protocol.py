@@ -2,7 +2,9 @@
 
 Host to device, one ASCII line each, ending in ``\\n``: ``ON n`` and ``OFF n`` set output n
 high or low, ``PULSE n ms`` sets it high for ms milliseconds (timed on the device, so the
-host never waits), ``PING`` asks for ``PONG``. The device answers every line with ``PONG``,
+host never waits), ``PING`` asks for ``PONG``, ``WATCHDOG ms`` (0 = off) makes the device
+turn every output off by itself when no byte has come from the host for ms milliseconds
+(the host died, the cable came out). The device answers every line with ``PONG``,
 ``OK <the command>`` or ``ERR <reason>``. Firmware that speaks something else (for example
 DeepLabCut-Live's single-byte Teensy commands) is driven by commands written as hex bytes,
 ``0x4C`` or ``0x4C 0x01``, which are sent verbatim.
@@ -16,14 +18,15 @@ from typing import Literal
 
 MAX_CHANNEL = 255
 MAX_PULSE_MS = 60_000
+MAX_WATCHDOG_MS = 60_000
 MAX_LINE = 32  # bytes, newline excluded; the firmware's receive buffer
 
 PING = b"PING\n"
 
-_LINE = re.compile(r"(ON|OFF) (\d{1,3})|PULSE (\d{1,3}) (\d{1,5})|PING")
+_LINE = re.compile(r"(ON|OFF) (\d{1,3})|PULSE (\d{1,3}) (\d{1,5})|PING|WATCHDOG (\d{1,5})")
 _HEX = re.compile(r"0x[0-9a-fA-F]{2}( 0x[0-9a-fA-F]{2})*")
 
-Verb = Literal["ON", "OFF", "PULSE", "PING"]
+Verb = Literal["ON", "OFF", "PULSE", "PING", "WATCHDOG"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class Command:
             return PING
         if self.verb == "PULSE":
             return f"PULSE {self.channel} {self.ms}\n".encode("ascii")
+        if self.verb == "WATCHDOG":
+            return f"WATCHDOG {self.ms}\n".encode("ascii")
         return f"{self.verb} {self.channel}\n".encode("ascii")
 
 
@@ -48,13 +53,19 @@ def parse_command(text: str) -> Command:
     m = _LINE.fullmatch(text)
     if m is None:
         raise ValueError(
-            f"{text!r} is not a command: expected 'ON n', 'OFF n', 'PULSE n ms' or 'PING' "
+            f"{text!r} is not a command: expected 'ON n', 'OFF n', 'PULSE n ms', 'PING' or "
+            "'WATCHDOG ms' "
             "(upper case, single spaces), or hex bytes like '0x4C'"
         )
     if m.group(1):
         return Command(m.group(1), _check_channel(int(m.group(2))))  # type: ignore[arg-type]
     if m.group(3):
         return Command("PULSE", _check_channel(int(m.group(3))), _check_ms(int(m.group(4))))
+    if m.group(5):
+        ms = int(m.group(5))
+        if ms > MAX_WATCHDOG_MS:
+            raise ValueError(f"watchdog must be 0..{MAX_WATCHDOG_MS} ms (0 = off), got {ms}")
+        return Command("WATCHDOG", ms=ms)
     return Command("PING")
 
 

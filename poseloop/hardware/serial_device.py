@@ -55,6 +55,7 @@ class SerialDevice:
         protocol: Literal["line", "raw"] = "line",
         retry_s: float = 1.0,
         ping_s: float | None = None,
+        watchdog_ms: int | None = None,
         outputs: Mapping[str, OutputConfig] | None = None,
         all_off: Sequence[str] | None = None,
     ) -> None:
@@ -64,6 +65,11 @@ class SerialDevice:
         self.protocol = protocol
         self.retry_s = retry_s
         self.ping_s = ping_s
+        self.watchdog_ms = watchdog_ms
+        # PINGs keep the device's watchdog fed (three per period) while the loop is alive.
+        periods = [p for p in (ping_s, watchdog_ms and watchdog_ms / 3000) if p]
+        self._heartbeat_s = min(periods) if periods else None
+        self._fed = time.monotonic()
         self.counters = Counters()
         self.rtt_ns: int | None = None  # last PING round trip
         self.last_reply_error = ""
@@ -115,6 +121,8 @@ class SerialDevice:
             self._thread.join()
         with self._lock:
             offs = self._all_off if self._all_off is not None else list(self._armed)
+            if self.watchdog_ms:  # disarm it, or the next program would be cut off
+                offs = [*offs, protocol.Command("WATCHDOG", ms=0).encode()]
             fd = self._fd
             if offs and fd is None:
                 log.warning(
@@ -170,6 +178,13 @@ class SerialDevice:
             if disarm is not None:
                 self._armed.pop(disarm, None)
             return self._write(data)
+
+    def keepalive(self) -> None:
+        """The loop is alive: keep the device's watchdog fed (see ``watchdog_ms``).
+
+        The engine calls this every frame; when the loop stops calling it (hung, killed),
+        the heartbeat stops and the device turns its outputs off by itself."""
+        self._fed = time.monotonic()
 
     def switch(self, output: str, on: bool) -> bool:
         """Send a named output's on or off command (see ``DeviceConfig.outputs``)."""
@@ -298,11 +313,13 @@ class SerialDevice:
             return False
         with self._lock:
             self._serial, self._fd = ser, ser.fileno()
+            if self.watchdog_ms:  # arm the device's watchdog on every (re)connection
+                self._write(protocol.Command("WATCHDOG", ms=self.watchdog_ms).encode())
         return True
 
     def _run(self) -> None:
         replies = bytearray()
-        next_ping = time.monotonic() + (self.ping_s or 0)
+        next_ping = time.monotonic() + (self._heartbeat_s or 0)
         while not self._stop.is_set():
             if self._fd is None:
                 self._reconnect()
@@ -313,7 +330,7 @@ class SerialDevice:
             if fd is None:
                 continue
             wait = _REPLY_POLL_S
-            if self.ping_s:
+            if self._heartbeat_s:
                 wait = min(wait, max(0.0, next_ping - time.monotonic()))
             # Replies are read every _REPLY_POLL_S, not as each arrives: a wake-up per reply
             # would take the GIL from the loop thread about once per command. Only a PONG
@@ -331,9 +348,10 @@ class SerialDevice:
             if writable:
                 self._flush_pending()
             self._read_replies(fd, replies)
-            if self.ping_s and time.monotonic() >= next_ping:
-                next_ping = time.monotonic() + self.ping_s
-                self.ping()
+            if self._heartbeat_s and time.monotonic() >= next_ping:
+                next_ping = time.monotonic() + self._heartbeat_s
+                if not self.watchdog_ms or time.monotonic() - self._fed < self.watchdog_ms / 1e3:
+                    self.ping()
 
     def _reconnect(self) -> None:
         with self._lock:

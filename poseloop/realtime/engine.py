@@ -110,6 +110,7 @@ class Engine:
                 if d.name in self.emulators else d)
             for d in cfg.devices
         }
+        self._device_list = tuple(self.devices.values())
         self.rules = RuleSet.compile(
             [r.model_dump(by_alias=True) for r in cfg.rules], spec.bodyparts, spec.pcutoff,
             devices=set(self.devices),
@@ -230,6 +231,8 @@ class Engine:
         events = self.last_events = self.rules.evaluate(data, frame.t_capture_ns, frame.index)
         if events:
             self._fire(events)
+        for device in self._device_list:
+            device.keepalive()  # feeds the device watchdogs while the loop runs
         t_rules = _now()
         pose = Pose(data, frame.index, frame.t_capture_ns, {
             "grab": t_grab, "preprocess": t_pre, "infer": t_infer, "decode": t_decode,

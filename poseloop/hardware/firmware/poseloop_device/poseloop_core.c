@@ -1,7 +1,9 @@
 /*
- * poseloop reference device: parses and executes ON n, OFF n, PULSE n ms and PING, and
- * answers each line with PONG, "OK <line>" or "ERR <reason>" (the same replies as
- * poseloop.hardware.emulator). Pulses are timed with the board's millisecond clock.
+ * poseloop reference device: parses and executes ON n, OFF n, PULSE n ms, PING and
+ * WATCHDOG ms, and answers each line with PONG, "OK <line>" or "ERR <reason>" (the same
+ * replies as poseloop.hardware.emulator). Pulses are timed with the board's millisecond
+ * clock. With WATCHDOG ms (0 = off) set, ms milliseconds without a byte from the host turn
+ * every output off: a host that died or lost its cable cannot leave a stimulus on.
  */
 #include "poseloop_core.h"
 
@@ -12,6 +14,9 @@ static uint8_t line_len;
 static uint8_t overflow;
 static uint8_t pulsing[PL_CHANNELS];
 static uint32_t pulse_end[PL_CHANNELS];
+static uint32_t watchdog_ms;  /* 0 = off */
+static uint32_t last_rx;      /* millis() of the last byte from the host */
+static uint8_t tripped;       /* the watchdog has turned the outputs off since that byte */
 
 static void set_output(uint8_t channel, uint8_t high) {
     pulsing[channel] = 0;
@@ -41,6 +46,20 @@ static void execute(void) {
 
     if (strcmp(line, "PING") == 0) {
         pl_board_reply("PONG\n");
+        return;
+    }
+    if (strncmp(p, "WATCHDOG ", 9) == 0) {
+        p += 9;
+        ms = parse_number(&p, 5);
+        if (ms < 0 || ms > PL_MAX_WATCHDOG_MS || *p != '\0') {
+            pl_board_reply("ERR bad command\n");
+            return;
+        }
+        watchdog_ms = (uint32_t)ms;
+        strcpy(reply, "OK ");
+        strcat(reply, line);
+        strcat(reply, "\n");
+        pl_board_reply(reply);
         return;
     }
     if (strncmp(p, "ON ", 3) == 0) {
@@ -92,9 +111,13 @@ void pl_init(void) {
     }
     line_len = 0;
     overflow = 0;
+    watchdog_ms = 0;
+    tripped = 0;
 }
 
 void pl_receive(char c) {
+    last_rx = pl_board_millis();
+    tripped = 0;
     if (c != '\n') {
         if (line_len < PL_MAX_LINE) {
             line[line_len++] = c;
@@ -119,6 +142,12 @@ void pl_receive(char c) {
 void pl_poll(void) {
     uint32_t now = pl_board_millis();
     uint8_t channel;
+    if (watchdog_ms && !tripped && now - last_rx >= watchdog_ms) {
+        tripped = 1;
+        for (channel = 0; channel < PL_CHANNELS; channel++) {
+            set_output(channel, 0);
+        }
+    }
     for (channel = 0; channel < PL_CHANNELS; channel++) {
         /* signed difference: correct across the 49-day wrap of the millisecond clock */
         if (pulsing[channel] && (int32_t)(now - pulse_end[channel]) >= 0) {

@@ -17,6 +17,7 @@ extern "C" {
 #define PL_CHANNELS 8            /* outputs 0..7 */
 #define PL_MAX_LINE 32           /* bytes in one command, newline excluded */
 #define PL_MAX_PULSE_MS 60000L   /* PULSE n ms: 1..60000 */
+#define PL_MAX_WATCHDOG_MS 60000L /* WATCHDOG ms: 0 (off)..60000 */
 
 /* Board hooks. */
 void pl_board_output(uint8_t channel, uint8_t high);
@@ -26,7 +27,7 @@ void pl_board_reply(const char *line); /* one reply, newline included; drop it r
 /* Protocol core. */
 void pl_init(void);         /* all outputs off, empty line buffer */
 void pl_receive(char c);    /* one byte from the host; a newline executes the line */
-void pl_poll(void);         /* end the pulses that are due */
+void pl_poll(void);         /* end the pulses that are due; the watchdog */
 
 #ifdef __cplusplus
 }
