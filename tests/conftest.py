@@ -6,6 +6,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# Property-based tests draw the same examples on every run and every machine: a failure in
+# CI reproduces locally, and the suite never turns red by chance. Explore more with
+# --hypothesis-profile=explore.
+settings.register_profile("poseloop", derandomize=True, database=None)
+settings.register_profile("explore", max_examples=2000)
+settings.load_profile("poseloop")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 OPENFIELD = SHARED / "datasets" / "openfield-Pranav"

@@ -29,7 +29,7 @@ from poseloop.realtime.camera_config import OpenCVConfig, SyntheticConfig
 from poseloop.realtime.engine_config import EngineConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-FUZZ = settings(max_examples=150, deadline=None)
+FUZZ = settings(deadline=None, max_examples=max(150, settings.default.max_examples))
 
 
 def _examples() -> list[tuple[type[BaseModel], dict]]:
