@@ -305,3 +305,37 @@ def test_events_are_recorded(tmp_path: Path) -> None:
     assert events.columns.tolist() == ["frame", "rule", "action", "t_ns"]
     assert events["frame"].tolist() == [0, 4] and events["t_ns"].tolist() == [123, 456]
     assert events["action"].tolist() == ["laser:ON 3", "laser:OFF 3"]
+
+
+def test_a_file_that_cannot_be_opened_is_left_alone(tmp_path: Path) -> None:
+    """Out of file descriptors (EMFILE): the append fails before it starts, and what the file
+    holds must not be cut back to the start of an append that never began."""
+    import resource
+
+    rng = np.random.default_rng(10)
+    recorder = Recorder(tmp_path, BODYPARTS, SCORER, flush_s=0.1)
+    for i in range(10):
+        recorder.submit(make_pose(i, rng))
+    wait_for(lambda: recorder.rows_written == 10)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    def is_open(fd: int) -> bool:
+        try:
+            os.fstat(fd)
+        except OSError:
+            return False
+        return True
+
+    lowest_free = next(fd for fd in range(soft) if not is_open(fd))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))  # no new descriptor
+    try:
+        for i in range(10, 20):
+            recorder.submit(make_pose(i, rng))
+        wait_for(lambda: recorder.errors > 0)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert "Too many open files" in recorder.error
+    csv = pd.read_csv(recorder.paths["poses_csv"], header=[0, 1, 2], index_col=0)
+    assert csv.index.tolist() == list(range(10))  # untouched while it could not be opened
+    recorder.close()
+    h5, csv = read_poses(recorder)
+    assert h5.index.tolist() == csv.index.tolist() == list(range(20))

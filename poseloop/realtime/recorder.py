@@ -328,7 +328,7 @@ class Recorder:
         if rows.empty and not first:
             return True
         text = rows.to_csv(index=index, header=first, lineterminator="\n")
-        size = 0
+        size: int | None = None  # where this append started, once the file is open
         try:
             with open(path, "w" if first else "a", newline="") as fh:
                 size = fh.tell()
@@ -337,8 +337,8 @@ class Recorder:
                 os.fsync(fh.fileno())
         except OSError as e:
             self._fail(path, e)
-            with contextlib.suppress(OSError):
-                if path.exists():
+            if size is not None:  # never cut a file this append did not open
+                with contextlib.suppress(OSError):
                     os.truncate(path, size)
             return False
         self._started.add(key)
