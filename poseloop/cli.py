@@ -112,15 +112,21 @@ def _add_export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="keep an int8 model out of tolerance")
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    """First SIGINT/SIGTERM: stop the run like Ctrl-C. Later ones: ignored while closing."""
+def _stop_on_signals(engine) -> None:
+    """SIGINT (Ctrl-C) and SIGTERM (a scheduler, `kill`) end the run cleanly: the loop stops
+    after the frame in hand (no exception lands inside a stage), the recorder flushes and
+    every device output is turned off; later signals cannot cut that short."""
     def closing(signum: int, frame: object) -> None:
         print("poseloop: still closing (flushing the recording, turning outputs off)",
               file=sys.stderr)
 
-    signal.signal(signal.SIGINT, closing)
-    signal.signal(signal.SIGTERM, closing)
-    raise KeyboardInterrupt
+    def first(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGINT, closing)
+        signal.signal(signal.SIGTERM, closing)
+        engine.stop()
+
+    signal.signal(signal.SIGINT, first)
+    signal.signal(signal.SIGTERM, first)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -139,11 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from poseloop.realtime.display import Display
 
         on_pose = Display(engine.spec)
-    # SIGINT (Ctrl-C) and SIGTERM (a scheduler or `kill`) end the run: the loop stops, the
-    # recorder flushes and every device output is turned off; a second signal cannot cut
-    # that short.
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
+    _stop_on_signals(engine)
     with engine:
         stats = engine.run(on_pose=on_pose)
     if on_pose is not None:

@@ -265,3 +265,23 @@ def test_a_bug_in_user_code_still_closes_everything(synthetic_onnx: Path, tmp_pa
         assert emulator.wait_for(2, timeout=2.0) and emulator.outputs[1] is False
     poses, timing = _recorded(tmp_path)
     assert len(poses) == len(timing) == 19  # the frames before the bug, flushed at close
+
+
+def test_stop_from_another_thread_ends_the_run_after_the_frame_in_hand(
+        synthetic_onnx: Path, tmp_path: Path) -> None:
+    """Engine.stop() is what the CLI's signal handlers call: no exception lands in a stage,
+    so the last frame is processed, recorded and counted exactly once. It also wakes a
+    loop that is waiting for a frame from a slow camera."""
+    with DeviceEmulator() as emulator:
+        cfg = _config(synthetic_onnx, tmp_path, emulator.port)
+        cfg["camera"]["fps"] = 2.0  # the loop spends its time waiting for frames
+        engine = Engine.from_config(cfg)
+        with engine:
+            timer = threading.Timer(1.25, engine.stop)  # between frames 2 (1.0 s) and 3
+            timer.start()
+            stats = engine.run()
+        assert emulator.wait_for(2, timeout=2.0) and emulator.outputs[1] is False
+    assert stats.stopped_by == "interrupted" and not stats.errors
+    assert stats.frames == 3  # woken while waiting: frame 3 (1.5 s) was never processed
+    poses, timing = _recorded(tmp_path)
+    assert poses.index.tolist() == timing["frame"].tolist() == [0, 1, 2]

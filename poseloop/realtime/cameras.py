@@ -452,6 +452,7 @@ class GrabThread:
         self._ended = False
         self._error: CameraError | None = None
         self._stopping = False
+        self._interrupted = False
         self._thread = threading.Thread(target=self._run, name=f"grab {camera!r}", daemon=True)
 
     def start(self) -> GrabThread:
@@ -494,8 +495,15 @@ class GrabThread:
                 self._error = error
                 self._cond.notify_all()
 
+    def interrupt(self) -> None:
+        """Make :meth:`get` return None from now on, at once (safe from a signal handler)."""
+        with self._cond:
+            self._interrupted = True
+            self._cond.notify_all()
+
     def get(self, timeout: float | None = None) -> Frame | None:
-        """The newest frame not yet returned; None at the end of the stream.
+        """The newest frame not yet returned; None at the end of the stream or once
+        :meth:`interrupt` was called.
 
         Raises CameraError if the camera failed, or if no new frame came for ``timeout``
         seconds (default: the thread's ``timeout_s``).
@@ -506,7 +514,9 @@ class GrabThread:
                 self._free.append(self._held.image)
                 self._held = None
             deadline = time.monotonic() + timeout
-            while self._slot is None:
+            while self._slot is None or self._interrupted:
+                if self._interrupted:
+                    return None
                 if self._error is not None:
                     raise self._error
                 if self._ended:

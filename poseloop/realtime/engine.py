@@ -14,6 +14,7 @@ or feed frames yourself with ``engine.step(frame)``.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +123,8 @@ class Engine:
         self._frame_size: tuple[int, int] = (0, 0)
         self.stats = RunStats()
         self.last_events: list[Event] = []
+        self._stop_requested = threading.Event()
+        self._grab: GrabThread | None = None
 
     @classmethod
     def from_config(cls, source: str | Path | dict | EngineConfig | None = None,
@@ -260,6 +263,14 @@ class Engine:
                 if self.recorder is not None:
                     self.recorder.submit_event(event.frame_index, event.rule, label, _now())
 
+    def stop(self) -> None:
+        """Ask :meth:`run` to stop after the frame in hand (thread- and signal-safe): the
+        clean way to end a run from a signal handler or another thread."""
+        self._stop_requested.set()
+        grab = self._grab
+        if grab is not None:
+            grab.interrupt()
+
     def run(self, max_frames: int | None = None, duration_s: float | None = None,
             on_pose: Any = None) -> RunStats:
         """Grab and process frames until the camera ends, a limit is hit, or Ctrl-C.
@@ -269,11 +280,14 @@ class Engine:
         cfg = self.config
         max_frames = cfg.max_frames if max_frames is None else max_frames
         duration_s = cfg.duration_s if duration_s is None else duration_s
-        grab = GrabThread(self.camera, cfg.camera_timeout_s).start()
+        grab = self._grab = GrabThread(self.camera, cfg.camera_timeout_s).start()
         t0 = time.monotonic()
         stats = self.stats
         try:
             while True:
+                if self._stop_requested.is_set():
+                    stats.stopped_by = "interrupted"
+                    break
                 if max_frames is not None and stats.frames >= max_frames:
                     stats.stopped_by = "max_frames"
                     break
@@ -282,7 +296,8 @@ class Engine:
                     break
                 frame = grab.get()
                 if frame is None:
-                    stats.stopped_by = "end of stream"
+                    stats.stopped_by = ("interrupted" if self._stop_requested.is_set()
+                                        else "end of stream")
                     break
                 pose = self.step(frame)
                 if on_pose is not None:
@@ -298,6 +313,7 @@ class Engine:
         except KeyboardInterrupt:
             stats.stopped_by = "interrupted"
         finally:
+            self._grab = None
             grab.stop()
             stats.seconds = time.monotonic() - t0
             stats.captured = grab.grabbed
