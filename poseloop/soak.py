@@ -213,6 +213,7 @@ def run_soak(model: str | Path, out_dir: str | Path, duration_s: float, fps: flo
     report.commands_sent, report.commands_received = commands_sent, commands_received
     report.outputs_off = _turned_off(received)
     report.record_dir = out_dir
+    pd.DataFrame(samples, columns=["t_s", "rss_mb"]).to_csv(out_dir / "memory.csv", index=False)
     problems = report.problems
     if recorder.errors:
         problems.append(f"recorder errors: {recorder.errors} ({recorder.error})")
@@ -348,7 +349,7 @@ def format_report(report: SoakReport) -> str:
         lines.append(f"memory: {report.rss_warm_mb:.1f} MB after warm-up, {end:.1f} MB at "
                      f"the end, growth {100 * report.rss_growth:.2f} % (limit "
                      f"{100 * RSS_LIMIT:.0f} %)")
-    lines.append(f"recording: {report.record_dir}")
+    lines.append(f"recording: {report.record_dir} (memory samples: memory.csv)")
     lines.append("PASSED" if report.ok else "FAILED:\n  " + "\n  ".join(report.problems))
     return "\n".join(lines)
 
