@@ -100,7 +100,7 @@ def _describe(error: ValidationError, source: str) -> str:
         # a tagged union puts its tag in the path ("when.all.all.0"): said once is enough
         loc = [p for i, p in enumerate(e["loc"]) if i + 1 == len(e["loc"]) or p != e["loc"][i + 1]]
         where = ".".join(str(p) for p in loc) or "(top level)"
-        lines.append(f"{source}: field '{where}': {e['msg']}")
+        lines.append(f"{source}: field '{where}': {e['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 

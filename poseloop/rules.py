@@ -300,11 +300,7 @@ Predicate = Annotated[
     | Annotated[AllOf, Tag("all")]
     | Annotated[AnyOf, Tag("any")]
     | Annotated[Not, Tag("not")],
-    Discriminator(
-        _predicate_tag, custom_error_type="predicate",
-        custom_error_message="a condition needs 'type' (zone, distance, angle, speed, "
-        "likelihood) or exactly one of 'all', 'any', 'not'",
-    ),
+    Discriminator(_predicate_tag),
 ]
 for _model in (AllOf, AnyOf, Not):
     _model.model_rebuild()
@@ -411,9 +407,13 @@ def validate_rules(data: RulesConfig | Mapping[str, Any] | Sequence[Any]) -> Rul
     try:
         return RulesConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(
-            "\n".join(f"{_where(x['loc']) or 'rules'}: {_message(x)}" for x in e.errors())
-        ) from None
+        raise ConfigError(describe_errors(e)) from None
+
+
+def describe_errors(error: ValidationError, prefix: str = "") -> str:
+    """One line per problem, each naming its config path (``rules[0].when.all[1].part``)."""
+    return "\n".join(f"{(prefix + _where(x['loc'])) or 'rules'}: {_message(x)}"
+                     for x in error.errors())
 
 
 # ---------------------------------------------------------------------------- evaluators

@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 
 from poseloop.config import Strict, load_yaml, validate
 from poseloop.hardware.config import DeviceConfig
 from poseloop.realtime.camera_config import CameraConfig, SyntheticConfig
-from poseloop.rules import Rule
+from poseloop.rules import Rule, describe_errors
 from poseloop.stream.config import StreamConfig
 
 
@@ -100,6 +100,15 @@ class EngineConfig(Strict):
     max_frames: int | None = Field(None, ge=1)
     duration_s: float | None = Field(None, gt=0)
     display: bool = Field(False, description="show frames with the pose drawn (needs a screen)")
+
+    @field_validator("rules", mode="wrap")
+    @classmethod
+    def _rule_errors(cls, value: Any, handler: Any) -> list[Rule]:
+        """Rule errors worded as ``poseloop.rules`` words them (``rules[0].when.all[1]...``)."""
+        try:
+            return handler(value)
+        except ValidationError as e:
+            raise ValueError(describe_errors(e, "rules")) from None
 
 
 def with_overrides(cfg: EngineConfig, source: str = "command line", **updates: Any
