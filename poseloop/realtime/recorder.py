@@ -32,6 +32,7 @@ described in ``error``; the loop decides whether to stop (``record.on_error``).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import queue
@@ -364,34 +365,47 @@ def csv_to_h5(csv: str | Path, h5: str | Path | None = None,
               expected_rows: int | None = None) -> Path:
     """Write a recorded poses .csv as DeepLabCut's .h5 (beside it unless ``h5`` is given).
 
-    Goes through a temporary file that is read back before it takes the final name, since
-    HDF5 does not always report a failed write. Also what ``poseloop recover`` runs after a
+    Goes through a temporary file that is read back whole and compared (a digest of every
+    index value and coordinate) before it takes the final name: on a full disk HDF5 has been
+    seen to report success and store zeros. Also what ``poseloop recover`` runs after a
     crash, when only the .csv files were written. Raises OSError naming the file.
     """
     csv = Path(csv)
     path = Path(h5) if h5 is not None else csv.with_suffix(".h5")
     tmp = path.with_name(path.name + ".tmp")
+    chunk_rows = 100_000
     try:
         columns = None
+        written, rows = hashlib.sha256(), 0
         with pd.HDFStore(tmp, mode="w") as store:
-            for chunk in pd.read_csv(csv, header=[0, 1, 2], index_col=0, chunksize=100_000):
+            for chunk in pd.read_csv(csv, header=[0, 1, 2], index_col=0, chunksize=chunk_rows):
                 columns = columns if columns is not None else pd.MultiIndex.from_tuples(
                     list(chunk.columns), names=["scorer", "bodyparts", "coords"])
                 chunk.columns = columns
                 chunk.index = chunk.index.astype(np.int64)
-                store.append(_H5_KEY, chunk.astype(np.float64), format="table")
-        with pd.HDFStore(tmp, mode="r") as store:
-            rows = store.get_storer(_H5_KEY).nrows if _H5_KEY in store else 0
-            if rows:
-                store.select(_H5_KEY, start=rows - 1)  # the last row reads back
+                chunk = chunk.astype(np.float64)
+                store.append(_H5_KEY, chunk, format="table")
+                _digest(written, chunk)
+                rows += len(chunk)
         if not rows or (expected_rows is not None and rows != expected_rows):
-            raise OSError(f"read back {rows} rows, expected {expected_rows or 'some'}")
+            raise OSError(f"the .csv holds {rows} rows, expected {expected_rows or 'some'}")
+        read = hashlib.sha256()
+        with pd.HDFStore(tmp, mode="r") as store:
+            for start in range(0, rows, chunk_rows):
+                _digest(read, store.select(_H5_KEY, start=start, stop=start + chunk_rows))
+        if read.digest() != written.digest():
+            raise OSError("the file read back differs from what was written (disk full?)")
         os.replace(tmp, path)
     except Exception as e:  # OSError, HDF5ExtError, pandas parser errors, ...
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         raise OSError(f"{path}: {e}") from e
     return path
+
+
+def _digest(hasher: Any, table: pd.DataFrame) -> None:
+    hasher.update(np.ascontiguousarray(table.index.to_numpy(np.int64)).tobytes())
+    hasher.update(np.ascontiguousarray(table.to_numpy(np.float64)).tobytes())
 
 
 def _paths(out_dir: Path, name: str, scorer: str) -> dict[str, Path]:
