@@ -214,7 +214,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
     model = args.model or synthetic_model()
     out = Path(args.out) if args.out else default_out_dir()
     report = run_soak(model, out, args.minutes * 60, fps=args.fps, size=(w, h),
-                      threads=args.threads)
+                      threads=args.threads, video=args.video)
     print(format_report(report))
     return 0 if report.ok else 1
 
@@ -334,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--size", default="160x120", help="synthetic frame size WxH")
     so.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     so.add_argument("--out", help="recording folder (default: a new temporary folder)")
+    so.add_argument("--video", action="store_true", help="also record the frames (mp4v)")
     so.set_defaults(func=cmd_soak)
 
     rc = sub.add_parser("recover", help="write the DeepLabCut .h5 of recordings whose run was "

@@ -82,6 +82,7 @@ class SoakReport:
     commands_received: int
     record_dir: Path
     outputs_off: bool = False
+    video_dropped: int | None = None  # None: no video recorded
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -138,9 +139,11 @@ class _Emulator:
 def run_soak(model: str | Path, out_dir: str | Path, duration_s: float, fps: float = 200.0,
              size: tuple[int, int] = (160, 120), threads: int | None = 1,
              warmup_s: float | None = None, rss_every_s: float | None = None,
-             log=print) -> SoakReport:
+             video: bool = False, log=print) -> SoakReport:
     """Run the full loop for ``duration_s`` and check the recording (see the module doc).
 
+    video: also record the frames, and check that every recorded pose not counted in
+    ``video_dropped`` has its frame in the video, in order.
     warmup_s: memory baseline time (default 20 % of the run, 10 s to 300 s).
     rss_every_s: memory sampling period (default: 100 samples per run, 1 s to 10 s apart).
     """
@@ -163,7 +166,7 @@ def run_soak(model: str | Path, out_dir: str | Path, duration_s: float, fps: flo
         rules=[default_rule(size[0], "edge"), HEARTBEAT],
         devices=[DeviceConfig(name="stim", port=emulator.port)],
         stream=StreamConfig(endpoint=endpoint, hwm=100_000),
-        record=RecordConfig(dir=str(out_dir), name="soak", if_exists="overwrite"),
+        record=RecordConfig(dir=str(out_dir), name="soak", if_exists="overwrite", video=video),
         duration_s=duration_s,
     )
     processed = np.zeros(capacity, np.uint8)  # touched now: not counted as growth later
@@ -207,6 +210,9 @@ def run_soak(model: str | Path, out_dir: str | Path, duration_s: float, fps: flo
     subscriber.join(10)
     assert recorder is not None
     report = _check(stats, recorder.paths, processed, samples, warmup_s, duration_s, fps)
+    if video:
+        report.problems += _check_video(recorder.paths, recorder.video_dropped)
+        report.video_dropped = recorder.video_dropped
     report.poses_sent, report.poses_received = poses_sent, got
     # the rules send PULSE; closing the engine then turns each pulsed output off
     commands_received = sum(line.startswith(b"PULSE") for line in received)
@@ -312,6 +318,26 @@ def _check(stats: RunStats, paths: dict[str, Path], processed: np.ndarray,
     )
 
 
+def _check_video(paths: dict[str, Path], video_dropped: int) -> list[str]:
+    """Every recorded pose has its frame in the video (or is counted), numbered in order."""
+    import cv2
+
+    timing = pd.read_csv(paths["timing_csv"])
+    numbers = timing["video_frame"].dropna().to_numpy(np.int64)
+    problems = []
+    if not np.array_equal(numbers, np.arange(len(numbers))):
+        problems.append("video_frame column: not 0, 1, 2, ... in order")
+    if len(numbers) + video_dropped != len(timing):
+        problems.append(f"{len(timing)} poses, {len(numbers)} with a video frame, "
+                        f"{video_dropped} counted as video_dropped")
+    capture = cv2.VideoCapture(str(paths["video"]))
+    frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    capture.release()
+    if frames != len(numbers):
+        problems.append(f"the video holds {frames} frames, the timing table names {len(numbers)}")
+    return problems
+
+
 def _stage_table(timing: pd.DataFrame) -> dict[str, tuple[float, float, float]]:
     """p50/p95/p99 ms of each stage (stamp minus the previous one) and of the whole path."""
     table: dict[str, tuple[float, float, float]] = {}
@@ -344,6 +370,9 @@ def format_report(report: SoakReport) -> str:
                  f"device: {report.commands_sent} commands sent, {report.commands_received} "
                  f"received ({s.events} rule events), output turned off at the end: "
                  f"{'yes' if report.outputs_off else 'no'}")
+    if report.video_dropped is not None:
+        lines.append(f"video: every recorded frame written but {report.video_dropped} "
+                     f"(counted as video_dropped)")
     if report.rss_mb:
         end = report.rss_mb[-1][1]
         lines.append(f"memory: {report.rss_warm_mb:.1f} MB after warm-up, {end:.1f} MB at "

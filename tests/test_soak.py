@@ -19,7 +19,7 @@ SECONDS = float(os.environ.get("POSELOOP_SOAK_SECONDS", "60"))
 
 def test_soak_loses_nothing(synthetic_onnx: Path, tmp_path: Path) -> None:
     report = run_soak(synthetic_onnx, tmp_path / "soak", SECONDS, fps=200.0, size=(160, 120),
-                      warmup_s=SECONDS / 4, rss_every_s=1.0, log=lambda _m: None)
+                      warmup_s=SECONDS / 4, rss_every_s=1.0, video=True, log=lambda _m: None)
     text = format_report(report)
     print(text)
     assert report.ok, text
@@ -74,3 +74,22 @@ def test_the_checks_pass_a_clean_run_and_name_each_fault(tmp_path: Path) -> None
     found = problems(twice)
     assert any("not strictly increasing" in p for p in found)
     assert any("poses recorded for 8 frames" in p for p in found)
+
+
+def test_the_video_check_names_a_missing_frame(tmp_path: Path) -> None:
+    from poseloop.realtime.cameras import SyntheticCamera
+    from poseloop.soak import _check_video
+
+    camera = SyntheticCamera(96, 64, paced=False, frames=12)
+    camera.open()
+    recorder = Recorder(tmp_path, ["snout"], "DLC_test", video=True, flush_s=60)
+    while (frame := camera.read()) is not None:
+        recorder.submit(Pose(np.zeros((1, 3), np.float32), frame.index, 0), frame)
+    recorder.close()
+    assert _check_video(recorder.paths, recorder.video_dropped) == []
+    timing = pd.read_csv(recorder.paths["timing_csv"])
+    timing.loc[5, "video_frame"] = None  # a frame that never reached the video, uncounted
+    timing.to_csv(recorder.paths["timing_csv"], index=False)
+    found = _check_video(recorder.paths, recorder.video_dropped)
+    assert any("not 0, 1, 2, ... in order" in p for p in found)
+    assert any("11 with a video frame, 0 counted" in p for p in found)
