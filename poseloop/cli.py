@@ -13,9 +13,13 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from poseloop import __version__
 from poseloop.errors import ConfigError, PoseloopError
+
+if TYPE_CHECKING:
+    from poseloop.realtime.engine import Engine
 
 
 def _train_config(args: argparse.Namespace):
@@ -112,7 +116,7 @@ def _add_export_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="keep an int8 model out of tolerance")
 
 
-def _stop_on_signals(engine) -> None:
+def _stop_on_signals(engine: Engine) -> None:
     """SIGINT (Ctrl-C) and SIGTERM (a scheduler, `kill`) end the run cleanly: the loop stops
     after the frame in hand (no exception lands inside a stage), the recorder flushes and
     every device output is turned off; later signals cannot cut that short."""
@@ -224,9 +228,9 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
     found = []
     for target in map(Path, args.recordings):
-        if target.is_dir():
+        if target.is_dir():  # a poses .csv is the one with a _timing.csv beside it
             found += [p for p in sorted(target.glob("*.csv"))
-                      if not p.stem.endswith(("_timing", "_events"))]
+                      if p.with_name(f"{p.stem}_timing.csv").is_file()]
         elif target.suffix == ".csv" and target.is_file():
             found.append(target)
         else:
