@@ -239,8 +239,20 @@ def test_watchdog_turns_outputs_off_when_the_loop_stops(emulator: DeviceEmulator
         device.keepalive()
         time.sleep(0.02)
     assert emulator.outputs[1] is True and emulator.watchdog_trips == 0
-    pings = [r for r in emulator.received if r.data == b"PING"]
-    assert len(pings) >= 6  # fed by the heartbeat (~3 per period) while the loop runs
+    beats = [r for r in emulator.received if r.data == b"WATCHDOG 150"]
+    assert len(beats) >= 7  # fed (and re-armed) ~3 times per period while the loop runs
+    assert device.counters.sent == 1  # heartbeats are counted apart from commands
+    assert 0 < len(beats) <= device.counters.heartbeats <= len(beats) + 1  # one in flight
+    emulator.reset()  # the board reboots behind the open port and forgets its watchdog
+    assert emulator.watchdog_ms == 0
+    deadline = time.monotonic() + 0.3
+    while time.monotonic() < deadline:
+        device.keepalive()
+        time.sleep(0.02)
+    assert emulator.watchdog_ms == 150  # re-armed by the next heartbeat
+    before = len(emulator.received)
+    device.send("ON 1")
+    assert emulator.wait_for(before + 1, timeout=2) and emulator.outputs[1] is True
     # The loop hangs: no keepalive, the heartbeat stops, the device switches off alone.
     assert wait_until(lambda: emulator.outputs[1] is False, timeout=2)
     assert emulator.watchdog_trips == 1

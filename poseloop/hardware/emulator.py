@@ -177,6 +177,19 @@ class DeviceEmulator:
                 line.clear()
                 overflow = False
 
+    def reset(self) -> None:
+        """Reboot the board in place (as opening an Arduino's port does): every output off,
+        watchdog off; the port stays open."""
+        with self._cond:
+            self._on = [False] * self.channels
+            self._pulse_end_ns = [0] * self.channels
+            self._watchdog_ns = 0
+
+    @property
+    def watchdog_ms(self) -> int:
+        """The watchdog time the host set (0 = off)."""
+        return self._watchdog_ns // 1_000_000
+
     def _watchdog_wait(self) -> float | None:
         """Seconds until the watchdog would trip; None when it is off or already tripped."""
         if not self._watchdog_ns or self._tripped:

@@ -42,6 +42,7 @@ class Counters:
     reconnects: int = 0  # successful reopenings after a loss
     errors: int = 0  # I/O failures that cost the connection (or a port missing at open)
     rejected: int = 0  # ERR replies from the device
+    heartbeats: int = 0  # WATCHDOG keep-alives written (see ``watchdog_ms``)
 
 
 class SerialDevice:
@@ -66,10 +67,12 @@ class SerialDevice:
         self.retry_s = retry_s
         self.ping_s = ping_s
         self.watchdog_ms = watchdog_ms
-        # PINGs keep the device's watchdog fed (three per period) while the loop is alive.
-        periods = [p for p in (ping_s, watchdog_ms and watchdog_ms / 3000) if p]
-        self._heartbeat_s = min(periods) if periods else None
+        # While the loop is alive, "WATCHDOG ms" is sent three times per period: it feeds the
+        # device's watchdog and re-arms it after a board reset (an Arduino resets when its
+        # port is opened and misses what is sent during its 1-2 s boot).
+        self._feed_s = watchdog_ms / 3000 if watchdog_ms else None
         self._fed = time.monotonic()
+        self._arm = _watchdog_line(watchdog_ms or 0)
         self.counters = Counters()
         self.rtt_ns: int | None = None  # last PING round trip
         self.last_reply_error = ""
@@ -122,7 +125,7 @@ class SerialDevice:
         with self._lock:
             offs = self._all_off if self._all_off is not None else list(self._armed)
             if self.watchdog_ms:  # disarm it, or the next program would be cut off
-                offs = [*offs, protocol.Command("WATCHDOG", ms=0).encode()]
+                offs = [*offs, _watchdog_line(0)]
             fd = self._fd
             if offs and fd is None:
                 log.warning(
@@ -183,7 +186,8 @@ class SerialDevice:
         """The loop is alive: keep the device's watchdog fed (see ``watchdog_ms``).
 
         The engine calls this every frame; when the loop stops calling it (hung, killed),
-        the heartbeat stops and the device turns its outputs off by itself."""
+        the heartbeat stops and the device turns its outputs off by itself. Heartbeats are
+        not commands: they count in ``counters.heartbeats``, not in ``sent``."""
         self._fed = time.monotonic()
 
     def switch(self, output: str, on: bool) -> bool:
@@ -205,29 +209,33 @@ class SerialDevice:
         return self.rtt_ns / 1e9 if self.rtt_ns is not None else None
 
     # -- writing (lock held) -------------------------------------------------------------
-    def _write(self, data: bytes) -> bool:
+    def _write(self, data: bytes, counted: bool = True) -> bool:
+        """Write without waiting; ``counted``: a command (sent/dropped), else a heartbeat."""
         fd = self._fd
         if fd is None:
-            self.counters.dropped += 1
+            self.counters.dropped += counted
             return False
         try:
             if self._pending:
                 del self._pending[: os.write(fd, self._pending)]
                 if self._pending:
-                    self.counters.dropped += 1
+                    self.counters.dropped += counted
                     return False
             n = os.write(fd, data)
         except BlockingIOError:
-            self.counters.dropped += 1
+            self.counters.dropped += counted
             return False
         except OSError as e:
             self._lost(e)
-            self.counters.dropped += 1
+            self.counters.dropped += counted
             return False
         if n < len(data):
             self._pending += data[n:]
             self._wake()  # the background thread finishes it when the port has room
-        self.counters.sent += 1
+        if counted:
+            self.counters.sent += 1
+        else:
+            self.counters.heartbeats += 1
         return True
 
     def _drain(self, fd: int, data: bytes, timeout: float) -> None:
@@ -314,12 +322,13 @@ class SerialDevice:
         with self._lock:
             self._serial, self._fd = ser, ser.fileno()
             if self.watchdog_ms:  # arm the device's watchdog on every (re)connection
-                self._write(protocol.Command("WATCHDOG", ms=self.watchdog_ms).encode())
+                self._write(self._arm, counted=False)
         return True
 
     def _run(self) -> None:
         replies = bytearray()
-        next_ping = time.monotonic() + (self._heartbeat_s or 0)
+        next_ping = time.monotonic() + (self.ping_s or 0)
+        next_feed = time.monotonic() + (self._feed_s or 0)
         while not self._stop.is_set():
             if self._fd is None:
                 self._reconnect()
@@ -330,8 +339,10 @@ class SerialDevice:
             if fd is None:
                 continue
             wait = _REPLY_POLL_S
-            if self._heartbeat_s:
+            if self.ping_s:
                 wait = min(wait, max(0.0, next_ping - time.monotonic()))
+            if self._feed_s:
+                wait = min(wait, max(0.0, next_feed - time.monotonic()))
             # Replies are read every _REPLY_POLL_S, not as each arrives: a wake-up per reply
             # would take the GIL from the loop thread about once per command. Only a PONG
             # is awaited promptly, so that its round trip is measured right.
@@ -348,10 +359,14 @@ class SerialDevice:
             if writable:
                 self._flush_pending()
             self._read_replies(fd, replies)
-            if self._heartbeat_s and time.monotonic() >= next_ping:
-                next_ping = time.monotonic() + self._heartbeat_s
-                if not self.watchdog_ms or time.monotonic() - self._fed < self.watchdog_ms / 1e3:
-                    self.ping()
+            if self.ping_s and time.monotonic() >= next_ping:
+                next_ping = time.monotonic() + self.ping_s
+                self.ping()
+            if self._feed_s and time.monotonic() >= next_feed:
+                next_feed = time.monotonic() + self._feed_s
+                if time.monotonic() - self._fed < 3 * self._feed_s:  # the loop is alive
+                    with self._lock:
+                        self._write(self._arm, counted=False)
 
     def _reconnect(self) -> None:
         with self._lock:
@@ -426,3 +441,7 @@ class SerialDevice:
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"x")
+
+
+def _watchdog_line(ms: int) -> bytes:
+    return protocol.Command("WATCHDOG", ms=ms).encode()
