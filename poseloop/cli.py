@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--size", default="160x120", help="synthetic frame size WxH")
     so.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     so.add_argument("--out", help="recording folder (default: a new temporary folder)")
-    so.add_argument("--video", action="store_true", help="also record the frames (mp4v)")
+    so.add_argument("--video", action="store_true", help="also record the frames (.mkv)")
     so.set_defaults(func=cmd_soak)
 
     rc = sub.add_parser("recover", help="write the DeepLabCut .h5 of recordings whose run was "

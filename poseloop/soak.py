@@ -331,7 +331,9 @@ def _check_video(paths: dict[str, Path], video_dropped: int) -> list[str]:
         problems.append(f"{len(timing)} poses, {len(numbers)} with a video frame, "
                         f"{video_dropped} counted as video_dropped")
     capture = cv2.VideoCapture(str(paths["video"]))
-    frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    frames = 0
+    while capture.grab():  # counted, not taken from the header (a .mkv has no frame count)
+        frames += 1
     capture.release()
     if frames != len(numbers):
         problems.append(f"the video holds {frames} frames, the timing table names {len(numbers)}")

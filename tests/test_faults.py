@@ -212,14 +212,18 @@ def test_a_killed_run_leaves_whole_csv_rows_and_recover_writes_the_h5(
     with DeviceEmulator() as emulator:
         cfg = _config(synthetic_onnx, tmp_path, emulator.port)
         cfg["devices"][0]["watchdog_ms"] = 300
+        cfg["record"]["video"] = True
+        cfg["camera"].update(width=320, height=240)
         path = tmp_path / "run.yaml"
         path.write_text(yaml.safe_dump(cfg))
         proc = subprocess.Popen([sys.executable, "-m", "poseloop.cli", "run", str(path)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         rec = tmp_path / "rec"
         deadline = time.monotonic() + 60
+        video = rec / "session.mkv"
         while not list(rec.glob("*_timing.csv")) or \
-                len(pd.read_csv(next(rec.glob("*_timing.csv")))) < 100:
+                len(pd.read_csv(next(rec.glob("*_timing.csv")))) < 100 or \
+                not video.exists() or video.stat().st_size < 600_000:  # FFmpeg has flushed
             assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
             time.sleep(0.05)
         assert emulator.outputs[1] is True and emulator.watchdog_trips == 0
@@ -234,6 +238,14 @@ def test_a_killed_run_leaves_whole_csv_rows_and_recover_writes_the_h5(
     poses = pd.read_csv(poses_csv, header=[0, 1, 2], index_col=0)
     assert len(poses) >= 100 and poses.index.is_monotonic_increasing and poses.index.is_unique
     assert not poses.isna().any().any()  # whole rows only
+    import cv2
+
+    capture = cv2.VideoCapture(str(video))  # Matroska plays without its end
+    frames = 0
+    while capture.grab():
+        frames += 1
+    capture.release()
+    assert frames > 0
     assert main(["recover", str(rec)]) == 0
     h5 = pd.read_hdf(poses_csv.with_suffix(".h5"))
     assert list(h5.columns.names) == ["scorer", "bodyparts", "coords"]

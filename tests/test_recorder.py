@@ -154,10 +154,14 @@ def test_video_is_recorded_with_its_frame_numbers(tmp_path: Path) -> None:
         recorder.submit(make_pose(frame.index, rng), frame)
     recorder.close()
     assert recorder.errors == 0 and recorder.video_dropped == 0
+    assert recorder.paths["video"].suffix == ".mkv"
     capture = cv2.VideoCapture(str(recorder.paths["video"]))
-    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 30
     ok, first = capture.read()
+    count = 1 if ok else 0
+    while capture.grab():
+        count += 1
     capture.release()
+    assert count == 30
     assert ok and first.shape == (64, 96, 3)
     expected, _ = camera.scene.render(0.0)  # the first frame, not the last one in the buffer
     assert np.abs(first.astype(int) - expected).mean() < 8

@@ -71,7 +71,7 @@ class RecordConfig(Strict):
 
     dir: str | None = Field(None, description="output folder; None = do not record")
     name: str = Field("session", min_length=1, description="file stem")
-    video: bool = Field(False, description="also record the frames (mp4v)")
+    video: bool = Field(False, description="also record the frames (<name>.mkv, MPEG-4)")
     queue_size: int = Field(4096, ge=1, description="poses in flight before one is dropped")
     flush_s: float = Field(2.0, gt=0, le=3600,
                            description="seconds between appends to the files (crash exposure)")

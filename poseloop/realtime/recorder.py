@@ -9,8 +9,8 @@ new rows to the files:
 * ``<name><scorer>.h5`` / ``.csv``: poses in DeepLabCut's layout (key ``df_with_missing``,
   table format, columns scorer / bodyparts / coords x, y, likelihood, index = frame index),
   so a scorer named like DeepLabCut's (``DLC_...``) gives the file names its tools look for
-  beside ``<name>.mp4``. Frames the loop did not process are absent. (No .h5 for a session
-  without poses: pandas cannot store an empty table.)
+  beside the video ``<name>.mkv``. Frames the loop did not process are absent. (No .h5 for
+  a session without poses: pandas cannot store an empty table.)
 * ``<name><scorer>_timing.csv``: one row per recorded frame: ``frame``, ``t_capture_ns``,
   ``t_device_ns``, each stage's ``perf_counter_ns`` stamp (``STAGES``; other keys are not
   recorded), ``dropped`` (frames before this one the loop never processed), ``lost`` (poses
@@ -415,7 +415,10 @@ def _paths(out_dir: Path, name: str, scorer: str) -> dict[str, Path]:
         "poses_csv": out_dir / f"{stem}.csv",
         "timing_csv": out_dir / f"{stem}_timing.csv",
         "events_csv": out_dir / f"{stem}_events.csv",
-        "video": out_dir / f"{name}.mp4",
+        # Matroska, not MP4: an MP4 muxer holds ~70 bytes per frame in memory until it writes
+        # its index at the end (100+ MB an hour at 200 FPS), and a killed run's .mp4 does
+        # not play at all; a .mkv grows ~3 bytes a frame and plays up to its last cluster.
+        "video": out_dir / f"{name}.mkv",
     }
 
 
