@@ -31,7 +31,8 @@ from poseloop.stream.subscriber import PoseSubscriber
 from poseloop.stream.wire import PoseMessage
 
 
-def _free_endpoint() -> str:
+def free_endpoint() -> str:
+    """A loopback TCP endpoint on a port that is free now (for runs and tests)."""
     import socket
 
     with socket.socket() as s:
@@ -89,7 +90,7 @@ def run_closed_loop(model: str | Path, frames: int, fps: float = 100.0,
                     subscriber: str = "thread", record_dir: str | Path | None = None,
                     threads: int | None = None) -> LoopReport:
     """Run ``frames`` frames of the synthetic camera through the whole loop and measure it."""
-    endpoint = _free_endpoint()
+    endpoint = free_endpoint()
     with DeviceEmulator() as emulator:
         cfg = EngineConfig(
             model=str(model),

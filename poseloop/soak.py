@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from poseloop.closed_loop import _free_endpoint, default_rule
+from poseloop.closed_loop import default_rule, free_endpoint
 from poseloop.hardware.config import DeviceConfig
 from poseloop.realtime.camera_config import CameraConfig, SyntheticConfig
 from poseloop.realtime.engine import Engine, RunStats
@@ -152,7 +152,7 @@ def run_soak(model: str | Path, out_dir: str | Path, duration_s: float, fps: flo
     warmup_s = min(max(0.2 * duration_s, 10.0), 300.0) if warmup_s is None else warmup_s
     rss_every_s = min(max(duration_s / 100, 1.0), 10.0) if rss_every_s is None else rss_every_s
     capacity = int(fps * (duration_s + 30) * 1.2) + 10_000  # frame indices we can mark
-    endpoint = _free_endpoint()
+    endpoint = free_endpoint()
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     subscriber = ctx.Process(target=_subscribe, args=(endpoint, capacity, child), daemon=True)

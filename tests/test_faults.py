@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from poseloop.closed_loop import free_endpoint
 from poseloop.hardware.emulator import DeviceEmulator
 from poseloop.realtime.cameras import SyntheticCamera
 from poseloop.realtime.engine import Engine
@@ -31,14 +32,6 @@ from poseloop.stream.subscriber import PoseSubscriber
 from poseloop.stream.wire import PoseMessage
 
 ALWAYS = {"type": "likelihood", "part": "snout", "p": 0.0}
-
-
-def _endpoint() -> str:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
 def _config(model: Path, tmp_path: Path, port: str, **extra) -> dict:
@@ -125,7 +118,7 @@ while True:
 
 def test_subscriber_crash_is_survived_and_a_new_one_is_served(synthetic_onnx: Path,
                                                               tmp_path: Path) -> None:
-    endpoint = _endpoint()
+    endpoint = free_endpoint()
     with DeviceEmulator() as emulator:
         cfg = _config(synthetic_onnx, tmp_path, emulator.port, stream={"endpoint": endpoint})
         cfg["camera"]["frames"] = 500
