@@ -1,19 +1,28 @@
 """The data that flows through the live loop and the protocols of its stages.
 
 Every stage is a small class behind one of these protocols, so each can be tested and
-benchmarked alone and swapped without touching the others. This module imports only numpy.
+benchmarked alone and swapped without touching the others; the engine composes the parts it
+is given (``poseloop.realtime.builder`` makes them from config). This module imports only
+numpy.
+
+Poses are N x K x 3 everywhere, from the decoder to every sink: N individuals (1 for a
+single-animal model), K bodyparts, (x, y, likelihood) in full-frame pixels.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
 #: Stage names, in loop order, used as keys of ``Pose.timings`` (perf_counter_ns stamps,
 #: each taken when that stage *finished*; ``grab`` is when the loop took the frame).
 STAGES = ("grab", "preprocess", "infer", "decode", "process", "rules", "publish")
+
+#: The individual's name of a single-animal model (N = 1).
+SINGLE_ANIMAL = ("animal",)
 
 
 @dataclass
@@ -24,6 +33,7 @@ class Frame:
     t_capture_ns: host ``time.perf_counter_ns()`` when the driver returned the frame.
     t_device_ns: the camera's own timestamp, if it has one.
     truth: K x 2 float32 ground-truth keypoints, when the source knows them (synthetic).
+    camera: index of the camera it came from (in ``Session.cameras``).
     """
 
     image: np.ndarray
@@ -31,6 +41,18 @@ class Frame:
     t_capture_ns: int
     t_device_ns: int | None = None
     truth: np.ndarray | None = None
+    camera: int = 0
+
+
+@dataclass(frozen=True)
+class CameraInfo:
+    """What an opened camera delivers: frame size, frame rate and pixel format."""
+
+    width: int
+    height: int
+    fps: float
+    pixel_format: str = "BGR8"
+    name: str = "camera"
 
 
 @dataclass
@@ -38,7 +60,8 @@ class FrameTransform:
     """Maps network-input pixels back to full-frame pixels: x_full = (x + 0.5) / sx - 0.5 + x0.
 
     Produced by preprocessing (crop offset x0, y0 then per-axis scale sx, sy); no other
-    code needs to know about crops or resizes.
+    code needs to know about crops or resizes. The pixel-centre convention (+0.5 / -0.5) is
+    this one place's; evaluation and export use it too.
     """
 
     x0: float = 0.0
@@ -47,27 +70,89 @@ class FrameTransform:
     sy: float = 1.0
 
     def to_full(self, xy: np.ndarray) -> np.ndarray:
-        """Map K x 2 (or K x >=2, only the first two columns) points in place and return them."""
-        xy[:, 0] = (xy[:, 0] + 0.5) / self.sx - 0.5 + self.x0
-        xy[:, 1] = (xy[:, 1] + 0.5) / self.sy - 0.5 + self.y0
+        """Map points (... x >= 2: x, y first) in place and return them."""
+        xy[..., 0] = (xy[..., 0] + 0.5) / self.sx - 0.5 + self.x0
+        xy[..., 1] = (xy[..., 1] + 0.5) / self.sy - 0.5 + self.y0
         return xy
 
 
 @dataclass
 class Pose:
-    """K x 3 float32 (x, y, likelihood) in full-frame pixels, with the frame's times."""
+    """One frame's poses: every individual's bodyparts, their track ids, and the times.
 
-    data: np.ndarray
+    points: N x K x 3 float32 (x, y, likelihood) in full-frame pixels; N = 1 for a
+        single-animal model.
+    ids: N int64 track ids (-1 = not assigned yet).
+    unique: U x 3 float32 for DeepLabCut's unique bodyparts (None when the model has none).
+    camera: the index of the camera the frame came from.
+    timings: ``perf_counter_ns`` stamps of the end of each stage (``STAGES``).
+    """
+
+    points: np.ndarray
     frame_index: int
     t_capture_ns: int
     timings: dict[str, int] = field(default_factory=dict)
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
+    unique: np.ndarray | None = None
+    camera: int = 0
+
+    @property
+    def n_individuals(self) -> int:
+        return int(self.points.shape[0])
+
+
+@dataclass(frozen=True)
+class Session:
+    """What the parts of one run know about it once the camera is open.
+
+    Sinks receive it at ``open``: names for the N x K x 3 axes, the skeleton, and the
+    camera's size, frame rate and pixel format as it reported them after opening.
+    """
+
+    bodyparts: tuple[str, ...]
+    individuals: tuple[str, ...] = SINGLE_ANIMAL
+    unique_bodyparts: tuple[str, ...] = ()
+    skeleton: tuple[tuple[str, str], ...] = ()
+    multi_animal: bool = False
+    model: str = ""
+    scorer: str = "DLC_poseloop_model"
+    pcutoff: float = 0.6
+    cameras: tuple[CameraInfo, ...] = (CameraInfo(640, 480, 30.0),)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(width, height) of the first camera's frames: the pixel space of the poses."""
+        return self.cameras[0].width, self.cameras[0].height
+
+    @property
+    def fps(self) -> float:
+        return self.cameras[0].fps
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """The shape of ``Pose.points``: (N, K, 3)."""
+        return len(self.individuals), len(self.bodyparts), 3
+
+
+class ActionRecord(NamedTuple):
+    """One action a fired rule took: shown, streamed and recorded by the sinks."""
+
+    frame: int
+    rule: str
+    action: str
+    t_ns: int
 
 
 @runtime_checkable
 class Camera(Protocol):
-    """A frame source: a device, a video file, a synthetic scene, a vendor SDK."""
+    """A frame source: a device, a video file, a synthetic scene, a vendor SDK.
 
-    def open(self) -> None: ...
+    ``open`` returns what the source actually delivers (a device may ignore a request), so
+    the engine learns the frame size and rate before warm-up, the stream's meta and the
+    recorded video. ``close`` leaves the hardware idle.
+    """
+
+    def open(self) -> CameraInfo: ...
 
     def read(self, out: np.ndarray | None = None) -> Frame | None:
         """The next frame, or None at the end of a file; raises CameraError on failure.
@@ -81,32 +166,103 @@ class Camera(Protocol):
 
 
 @runtime_checkable
+class Preprocess(Protocol):
+    """Frame -> graph input and the transform back; may follow the animal (dynamic crop)."""
+
+    def preprocess(self, frame: Frame) -> tuple[np.ndarray, FrameTransform]: ...
+
+    def update(self, points: np.ndarray) -> None: ...
+
+
+@runtime_checkable
 class Runner(Protocol):
-    """Maps a preprocessed image to raw network outputs (scoremap, locref)."""
+    """Maps a preprocessed image to the network's outputs, in the model's output order."""
 
-    def warmup(self) -> None: ...
+    def warmup(self, size: tuple[int, int] | None = None) -> None: ...
 
-    def run(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def run(self, image: np.ndarray) -> Sequence[np.ndarray]: ...
 
 
 @runtime_checkable
 class Decoder(Protocol):
-    """Maps one image's scoremap (K x h x w) and locref (2K x h x w) to a K x 3 pose."""
+    """Maps one image's network outputs to N x K x 3 points (graph-input pixels) in ``out``.
 
-    def decode(self, scoremap: np.ndarray, locref: np.ndarray, out: np.ndarray) -> np.ndarray: ...
+    ``shape`` is (N, K, 3), the shape of ``out``.
+    """
+
+    shape: tuple[int, int, int]
+
+    def warmup(self) -> None: ...
+
+    def decode(self, outputs: Sequence[np.ndarray], out: np.ndarray) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    """Keeps identities across frames: reorders ``points`` (N x K x 3) and fills ``ids``."""
+
+    def update(self, points: np.ndarray, ids: np.ndarray, t_ns: int) -> None: ...
 
 
 @runtime_checkable
 class Processor(Protocol):
-    """Pose -> pose (latency compensation, smoothing); DeepLabCut-Live's interface."""
+    """N x K x 3 points -> points (latency compensation, smoothing), called with the
+    ``PROCESS_KWARGS`` of :mod:`poseloop.realtime.processors`. None keeps the input."""
 
-    def process(self, pose: np.ndarray, **kwargs: object) -> np.ndarray: ...
+    def process(self, pose: np.ndarray, **kwargs: object) -> np.ndarray | None: ...
+
+
+@runtime_checkable
+class RuleEvaluator(Protocol):
+    """Decides which rules fire on a pose; never acts itself."""
+
+    def evaluate(self, points: np.ndarray, t_ns: int, frame_index: int) -> list: ...
+
+
+@runtime_checkable
+class Actuator(Protocol):
+    """A device the rules drive (serial board, ...): ``send`` never blocks.
+
+    ``keepalive`` is called every frame (feeds a device watchdog); ``dropped`` counts
+    commands that were not delivered.
+    """
+
+    name: str
+
+    def open(self) -> object: ...
+
+    def send(self, command: str | bytes) -> bool: ...
+
+    def keepalive(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    @property
+    def dropped(self) -> int: ...
 
 
 @runtime_checkable
 class Sink(Protocol):
-    """Consumes poses (publisher, recorder, device driver); must never block the loop."""
+    """Takes every pose and every action from the loop without ever blocking it.
 
-    def send(self, pose: Pose) -> None: ...
+    ``open`` is called once the camera is open; ``pose``/``event`` per frame and per
+    action; ``close`` flushes. A sink counts what it could not take in ``dropped``; a
+    non-empty ``fatal`` asks the engine to stop the run (e.g. the recorder after a write
+    error with ``on_error: stop``), ``errors`` lists what went wrong.
+    """
+
+    name: str
+
+    def open(self, session: Session) -> None: ...
+
+    def pose(self, pose: Pose, frame: Frame) -> None: ...
+
+    def event(self, action: ActionRecord) -> None: ...
 
     def close(self) -> None: ...
+
+    @property
+    def dropped(self) -> int: ...
+
+    @property
+    def fatal(self) -> str | None: ...
