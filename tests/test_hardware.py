@@ -19,10 +19,12 @@ import serial
 from poseloop.config import validate
 from poseloop.errors import ConfigError
 from poseloop.hardware import protocol
+from poseloop.hardware.actuators import EMULATOR, EmulatedDevice, make_actuators
 from poseloop.hardware.config import DeviceConfig, OutputConfig
 from poseloop.hardware.emulator import DeviceEmulator
 from poseloop.hardware.protocol import Reply
 from poseloop.hardware.serial_device import SerialDevice
+from poseloop.realtime.types import Actuator
 
 FIRMWARE = Path(protocol.__file__).parent / "firmware"
 SEND_LIMIT_S = 0.005  # no send() may take longer, not counting waits for a CPU
@@ -412,6 +414,57 @@ def test_emulator_in_its_own_process(tmp_path: Path, open_device) -> None:
     lines = [line.split() for line in log.read_text().splitlines()]
     assert [bytes.fromhex(data) for _, data in lines] == [b"PING", b"ON 2", b"OFF 2"]
     assert all(int(t) > 0 for t, _ in lines)
+
+
+# -- actuators from config ------------------------------------------------------------------
+
+
+def test_port_emulator_is_a_device_with_its_own_emulator() -> None:
+    configs = [validate(DeviceConfig, {"name": "stim", "port": EMULATOR,
+                                       "outputs": {"laser": {"channel": 2}}}),
+               validate(DeviceConfig, {"name": "board", "port": "/dev/ttyACM9"})]
+    stim, board = make_actuators(configs)
+    assert isinstance(stim, Actuator) and isinstance(board, Actuator)
+    assert isinstance(stim, EmulatedDevice) and type(board) is SerialDevice
+    with pytest.raises(RuntimeError, match="emulator starts when the device is opened"):
+        _ = stim.emulator  # building opens nothing
+    board.close()  # never opened: nothing to release
+    stim.open()
+    try:
+        emulator = stim.emulator
+        assert stim.port == emulator.port and os.path.realpath(emulator.port).startswith("/dev/")
+        assert stim.connected, stim.status
+        assert stim.send("PULSE 2 5000")
+        assert emulator.wait_for(1, timeout=5)
+        assert [r.data for r in emulator.received] == [b"PULSE 2 5000"]
+        assert emulator.outputs[2] is True
+        assert stim.ping(timeout=5) is not None  # the emulator's replies come back
+        stim.keepalive()
+    finally:
+        stim.close()
+    assert [r.data for r in emulator.received] == [b"PULSE 2 5000", b"PING", b"OFF 2"]
+    assert not any(emulator.outputs.values())  # off after close, and still readable
+    assert not os.path.exists(emulator.port)  # the emulator is stopped
+    assert stim.dropped == 0 and stim.counters.sent == 2  # PULSE and PING
+    stim.close()  # twice is harmless
+
+
+def test_emulated_raw_device_speaks_raw() -> None:
+    (device,) = make_actuators([validate(DeviceConfig, {
+        "name": "teensy", "port": EMULATOR, "protocol": "raw",
+        "outputs": {"laser": {"on": "0x4F 0x01", "off": "0x58"}}})])
+    assert isinstance(device, EmulatedDevice)
+    with device:
+        device.switch("laser", True)
+        assert device.emulator.protocol == "raw"
+    assert b"".join(r.data for r in device.emulator.received) == b"O\x01X"
+
+
+def test_dropped_counts_undelivered_commands(tmp_path: Path, open_device) -> None:
+    device = open_device("stim", str(tmp_path / "ttyACM9"), retry_s=10)
+    assert not device.send("ON 1") and not device.send("ON 2")
+    assert device.dropped == device.counters.dropped == 2
+    assert isinstance(device, Actuator)
 
 
 # -- firmware -------------------------------------------------------------------------------

@@ -33,9 +33,9 @@ class OutputConfig(Strict):
         if self.channel is not None:
             # Assigning through the validated model would recurse into this validator.
             if self.on is None:
-                self.__dict__["on"] = f"ON {self.channel}"
+                vars(self)["on"] = f"ON {self.channel}"
             if self.off is None:
-                self.__dict__["off"] = f"OFF {self.channel}"
+                vars(self)["off"] = f"OFF {self.channel}"
         elif self.on is None or self.off is None:
             raise ValueError("give 'channel', or both 'on' and 'off' commands")
         return self
@@ -45,7 +45,10 @@ class DeviceConfig(Strict):
     """One serial device: where it is, how it speaks, and its named outputs."""
 
     name: str = Field(min_length=1, description="used in status messages and logs")
-    port: str = Field(min_length=1, description="e.g. /dev/ttyACM0, COM3, or an emulator's path")
+    port: str = Field(
+        min_length=1, description="e.g. /dev/ttyACM0, COM3, an emulator's path, or 'emulator' "
+        "for an in-process emulated board (poseloop.hardware.actuators)"
+    )
     baudrate: int = Field(115200, gt=0)
     protocol: Literal["line", "raw"] = Field(
         "line", description="'line': the reference protocol; 'raw': hex byte commands only"

@@ -52,8 +52,11 @@ class DeviceEmulator:
     ) -> None:
         self.protocol = protocol
         self.channels = channels
-        self._tmpdir = tempfile.mkdtemp(prefix="poseloop-emu-") if link is None else None
-        self.port = str(link) if link is not None else os.path.join(self._tmpdir, "tty")
+        self._tmpdir: str | None = None
+        if link is None:
+            self._tmpdir = tempfile.mkdtemp(prefix="poseloop-emu-")
+            link = os.path.join(self._tmpdir, "tty")
+        self.port = str(link)
         self.slave_path = ""
         self._cond = threading.Condition()
         self._received: list[Received] = []
@@ -66,6 +69,7 @@ class DeviceEmulator:
         self.watchdog_trips = 0
         self._fds: tuple[int, ...] = ()
         self._thread: threading.Thread | None = None
+        self._linger_s = 0.0  # at stop: keep serving until the line is quiet this long
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> DeviceEmulator:
@@ -91,12 +95,16 @@ class DeviceEmulator:
         self._thread.start()
         return self
 
-    def disappear(self) -> None:
-        """Close the pty and remove the port path, as when a USB cable is pulled."""
+    def disappear(self, linger_s: float = 0.0) -> None:
+        """Close the pty and remove the port path, as when a USB cable is pulled.
+
+        linger_s: first handle what still arrives until the line has been quiet this long
+        (bytes a host wrote just before may still be on their way through the pty)."""
         if self._thread is None:
             return
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.port)  # first, so a host cannot reopen the dying pty
+        self._linger_s = linger_s
         os.write(self._fds[3], b"x")
         self._thread.join()
         self._thread = None
@@ -108,9 +116,10 @@ class DeviceEmulator:
         """Plug back in: a new pty (a new /dev/pts path) behind the same ``port`` symlink."""
         self.start()
 
-    def stop(self) -> None:
-        """Disappear for good and remove the temporary folder."""
-        self.disappear()
+    def stop(self, linger_s: float = 0.02) -> None:
+        """Disappear for good, once what the host sent has been handled (see
+        :meth:`disappear`), and remove the temporary folder."""
+        self.disappear(linger_s)
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
 
@@ -146,16 +155,24 @@ class DeviceEmulator:
     def _serve(self, master: int, stop_r: int) -> None:
         line = bytearray()
         overflow = False
+        stopping = False
         while True:
-            ready, _, _ = select.select([master, stop_r], [], [], self._watchdog_wait())
-            if not ready:
-                self._trip()
-                continue
+            if stopping:  # the line must stay quiet for linger_s
+                ready, _, _ = select.select([master], [], [], self._linger_s)
+                if not ready:
+                    return
+            else:
+                ready, _, _ = select.select([master, stop_r], [], [], self._watchdog_wait())
+                if not ready:
+                    self._trip()
+                    continue
             try:
                 chunk = os.read(master, 4096)
             except BlockingIOError:
-                if stop_r in ready:
-                    return  # only after what had arrived is handled
+                if stop_r in ready:  # only after what had arrived is handled
+                    if self._linger_s <= 0:
+                        return
+                    stopping = True
                 continue
             t_ns = time.perf_counter_ns()
             self._last_rx_ns, self._tripped = t_ns, False

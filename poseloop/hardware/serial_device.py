@@ -46,7 +46,10 @@ class Counters:
 
 
 class SerialDevice:
-    """Sends protocol commands to one serial port; never raises into the caller's loop."""
+    """Sends protocol commands to one serial port; never raises into the caller's loop.
+
+    An ``Actuator`` (``poseloop.realtime.types``): the engine opens it, sends the rules'
+    commands, calls ``keepalive`` every frame and closes it."""
 
     def __init__(
         self,
@@ -63,7 +66,7 @@ class SerialDevice:
         self.name = name
         self.port = port
         self.baudrate = baudrate
-        self.protocol = protocol
+        self.protocol: Literal["line", "raw"] = protocol
         self.retry_s = retry_s
         self.ping_s = ping_s
         self.watchdog_ms = watchdog_ms
@@ -94,8 +97,7 @@ class SerialDevice:
         self._ping_t0 = -_PONG_WAIT_NS  # perf_counter_ns of the PING awaiting its PONG
         self._pong = threading.Event()
         self._stop = threading.Event()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)
+        self._wake_r = self._wake_w = -1  # the background thread's wake-up pipe, made at open
         self._thread: threading.Thread | None = None
 
     @classmethod
@@ -105,7 +107,12 @@ class SerialDevice:
 
     # -- lifecycle -----------------------------------------------------------------------
     def open(self) -> SerialDevice:
-        """Try the port once and start the background thread; a missing port is no error."""
+        """Try the port once and start the background thread; a missing port is no error.
+
+        Nothing is held before this (no port, thread or pipe): a device that is built but
+        never opened needs no close."""
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
         if self._connect():
             log.info("%s", self.status)
         else:
@@ -119,9 +126,10 @@ class SerialDevice:
         if self._stop.is_set():
             return
         self._stop.set()
+        if self._thread is None:  # never opened: nothing was sent, nothing is held
+            return
         self._wake()
-        if self._thread is not None:
-            self._thread.join()
+        self._thread.join()
         with self._lock:
             offs = self._all_off if self._all_off is not None else list(self._armed)
             if self.watchdog_ms:  # disarm it, or the next program would be cut off
@@ -135,7 +143,7 @@ class SerialDevice:
                     self.port,
                     self._reason,
                 )
-            elif offs:
+            elif offs and fd is not None:
                 self._drain(fd, bytes(self._pending) + b"".join(offs), timeout)
             self._armed.clear()
             self._fd = None
@@ -152,6 +160,11 @@ class SerialDevice:
         self.close()
 
     # -- the loop's side -----------------------------------------------------------------
+    @property
+    def dropped(self) -> int:
+        """Commands not delivered (``counters.dropped``; the ``Actuator`` protocol's count)."""
+        return self.counters.dropped
+
     @property
     def connected(self) -> bool:
         """True while the port is open and writable."""
