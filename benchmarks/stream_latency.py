@@ -2,10 +2,11 @@
 
 Latency is t_receive - t_publish on the shared CLOCK_MONOTONIC (transport + decode), per
 pose, at a fixed rate and as fast as the publisher can send. Also reports the publisher's
-own cost per pose (``PosePublisher.send``: encode + non-blocking send), the time the loop
+own cost per pose (``PosePublisher.pose``: encode + non-blocking send), the time the loop
 pays.
 
     python benchmarks/stream_latency.py [--count 5000] [--rates 200 0] [--bodyparts 8]
+                                        [--individuals 1]
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from multiprocessing.synchronize import Event
 import numpy as np
 import zmq
 
-from poseloop.realtime.types import STAGES, Pose
-from poseloop.stream import EventMessage, Meta, PoseMessage, PosePublisher, PoseSubscriber
+from poseloop.realtime.types import STAGES, ActionRecord, Pose, Session
+from poseloop.stream import EventMessage, PoseMessage, PosePublisher, PoseSubscriber, StreamConfig
 from poseloop.stream.clock import now_ns
 
 
@@ -41,18 +42,23 @@ def subscribe(endpoint: str, ready: Event, results: Connection) -> None:
     results.send((np.array(latencies, np.int64), np.array(frames, np.int64)))
 
 
-def run(count: int, rate: float, k: int) -> dict[str, float]:
-    """Publish ``count`` poses at ``rate`` Hz (0: as fast as possible) to a child process."""
-    meta = Meta([f"bp{i}" for i in range(k)], [], "benchmark", (640, 480))
-    data = np.random.default_rng(0).random((k, 3)).astype(np.float32)
+def run(count: int, rate: float, k: int, n: int = 1) -> dict[str, float]:
+    """Publish ``count`` N x K poses at ``rate`` Hz (0: as fast as possible) to a child
+    process."""
+    individuals = ("animal",) if n == 1 else tuple(f"mouse{i}" for i in range(n))
+    session = Session(bodyparts=tuple(f"bp{i}" for i in range(k)), individuals=individuals,
+                      multi_animal=n > 1, model="benchmark")
+    points = np.random.default_rng(0).random((n, k, 3)).astype(np.float32)
+    ids = np.arange(n, dtype=np.int64)
     ctx = mp.get_context("spawn")
     ready, (results, child_end) = ctx.Event(), ctx.Pipe(duplex=False)
-    with PosePublisher(meta, endpoint="tcp://127.0.0.1:0") as pub:
+    with PosePublisher(StreamConfig(endpoint="tcp://127.0.0.1:*")) as pub:
+        pub.open(session)
         child = ctx.Process(target=subscribe, args=(pub.endpoint, ready, child_end))
         child.start()
         while not ready.is_set():
             t = time.perf_counter_ns()
-            pub.send(Pose(data, -1, t, {}))
+            pub.pose(Pose(points, -1, t, {}, ids))
             time.sleep(0.01)
         send_ns = np.empty(count, np.int64)
         period, start = 1.0 / rate if rate else 0.0, time.perf_counter()
@@ -60,13 +66,13 @@ def run(count: int, rate: float, k: int) -> dict[str, float]:
             if period:
                 time.sleep(max(0.0, start + i * period - time.perf_counter()))
             t = time.perf_counter_ns()
-            pose = Pose(data, i, t, {stage: t for stage in STAGES[:-1]})
-            pub.send(pose)
+            pose = Pose(points, i, t, {stage: t for stage in STAGES[:-1]}, ids)
+            pub.pose(pose)
             send_ns[i] = time.perf_counter_ns() - t
         while not results.poll(0.05):
-            pub.send_event(count, "end", "stop")
+            pub.event(ActionRecord(count, "end", "stop", time.perf_counter_ns()))
         latencies, frames = results.recv()
-        dropped = pub.dropped["pose"]
+        dropped = pub.dropped_by_topic["pose"]
     child.join()
     us = latencies / 1e3
     return {
@@ -84,18 +90,19 @@ def run(count: int, rate: float, k: int) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--count", type=int, default=5000, help="poses per run")
     parser.add_argument("--rates", type=float, nargs="+", default=[200, 0],
                         help="publish rates in Hz; 0 = as fast as possible")
     parser.add_argument("--bodyparts", type=int, default=8)
+    parser.add_argument("--individuals", type=int, default=1, help="N animals per pose")
     args = parser.parse_args()
     print(f"pyzmq {zmq.__version__}, libzmq {zmq.zmq_version()}, {mp.cpu_count()} cores, "
-          f"K={args.bodyparts}, one-way t_receive - t_publish in µs\n")
-    print("| rate | sent | received | dropped | p50 | p95 | p99 | max | send() mean | send() p99 |")
+          f"N={args.individuals}, K={args.bodyparts}, one-way t_receive - t_publish in µs\n")
+    print("| rate | sent | received | dropped | p50 | p95 | p99 | max | pose() mean | pose() p99 |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for rate in args.rates:
-        r = run(args.count, rate, args.bodyparts)
+        r = run(args.count, rate, args.bodyparts, args.individuals)
         label = f"{rate:g} Hz" if rate else "max"
         print(f"| {label} | {r['sent']} | {r['received']} | {r['dropped']} | {r['p50']:.0f} | "
               f"{r['p95']:.0f} | {r['p99']:.0f} | {r['max']:.0f} | {r['send_mean']:.1f} | "

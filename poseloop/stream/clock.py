@@ -20,14 +20,13 @@ def _perf_offset_ns() -> int:
     perf, mono = time.get_clock_info("perf_counter"), time.get_clock_info("monotonic")
     if perf.implementation == mono.implementation:
         return 0
-    best: tuple[int, int] | None = None
+    brackets = []
     for _ in range(10):  # keep the tightest bracket of one perf_counter read
         a = time.monotonic_ns()
         p = time.perf_counter_ns()
         b = time.monotonic_ns()
-        if best is None or b - a < best[0]:
-            best = (b - a, (a + b) // 2 - p)
-    return best[1]
+        brackets.append((b - a, (a + b) // 2 - p))
+    return min(brackets)[1]
 
 
 PERF_OFFSET_NS = _perf_offset_ns()

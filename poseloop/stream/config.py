@@ -18,7 +18,7 @@ class CurveConfig(Strict):
     """CURVE encryption and client authentication for a publisher reachable from the network."""
 
     server_secret_key: str | None = Field(
-        None,
+        default=None,
         description="ZeroMQ certificate file with the server's secret key (written by "
         "zmq.auth.create_certificates as <name>.key_secret); None = a new key pair at every "
         "start (clients then need the publisher's public_key each time)",
@@ -34,17 +34,22 @@ class CurveConfig(Strict):
 class StreamConfig(Strict):
     """Where and how poses are published (ZeroMQ, see docs/wire-format.md)."""
 
-    endpoint: str = Field(DEFAULT_ENDPOINT, description="ZeroMQ address to bind")
-    hwm: int = Field(1000, ge=1, description="messages queued per subscriber before dropping")
+    endpoint: str = Field(default=DEFAULT_ENDPOINT, description="ZeroMQ address to bind")
+    hwm: int = Field(
+        default=1000, ge=1, description="messages queued per subscriber before dropping"
+    )
     on_full_queue: Literal["skip_subscriber", "drop_message"] = Field(
-        "skip_subscriber",
+        default="skip_subscriber",
         description="skip_subscriber: a subscriber whose queue is full misses messages, the "
         "others still get them; drop_message: the message is dropped for every subscriber "
         "(exact drop counts, but one stalled subscriber stops the stream for all)",
     )
-    curve: CurveConfig | None = Field(None, description="required for non-loopback endpoints")
+    curve: CurveConfig | None = Field(
+        default=None, description="required for non-loopback endpoints"
+    )
     allow_insecure: bool = Field(
-        False, description="publish unencrypted on a non-loopback endpoint (anyone can read)"
+        default=False,
+        description="publish unencrypted on a non-loopback endpoint (anyone can read)",
     )
 
     @model_validator(mode="after")

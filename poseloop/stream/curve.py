@@ -29,15 +29,25 @@ def _z85_key(text: str) -> bytes | None:
         return None
 
 
-def _certificate(path: Path, field: str, secret: bool) -> tuple[bytes, bytes | None]:
-    try:
-        public, secret_key = zmq.auth.load_certificate(path)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"stream field '{field}': cannot read certificate {path}: {e}") from e
-    if secret and secret_key is None:
+def _public_key(path: Path, field: str) -> bytes:
+    """The public key of a certificate file."""
+    return _certificate(path, field)[0]
+
+
+def _key_pair(path: Path, field: str) -> tuple[bytes, bytes]:
+    """(public, secret) of a ``.key_secret`` certificate file."""
+    public, secret = _certificate(path, field)
+    if secret is None:
         raise ConfigError(f"stream field '{field}': {path} holds no secret key; use the "
                           ".key_secret file")
-    return public, secret_key
+    return public, secret
+
+
+def _certificate(path: Path, field: str) -> tuple[bytes, bytes | None]:
+    try:
+        return zmq.auth.load_certificate(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"stream field '{field}': cannot read certificate {path}: {e}") from e
 
 
 def public_keys(values: list[str], field: str = "curve.client_public_keys") -> set[bytes]:
@@ -52,9 +62,9 @@ def public_keys(values: list[str], field: str = "curve.client_public_keys") -> s
             found = sorted(path.glob("*.key"))
             if not found:
                 raise ConfigError(f"stream field '{field}': no *.key files in {path}")
-            keys.update(_certificate(p, field, secret=False)[0] for p in found)
+            keys.update(_public_key(p, field) for p in found)
         elif path.is_file():
-            keys.add(_certificate(path, field, secret=False)[0])
+            keys.add(_public_key(path, field))
         else:
             raise ConfigError(f"stream field '{field}': {value!r} is neither a Z85 key "
                               "(40 characters) nor an existing certificate file or folder")
@@ -83,8 +93,8 @@ def make_server(
     if curve.server_secret_key is None:
         public, secret = zmq.curve_keypair()
     else:
-        public, secret = _certificate(
-            Path(curve.server_secret_key).expanduser(), "curve.server_secret_key", secret=True
+        public, secret = _key_pair(
+            Path(curve.server_secret_key).expanduser(), "curve.server_secret_key"
         )
     auth = ThreadAuthenticator(ctx)
     auth.start()
@@ -111,9 +121,7 @@ class CurveClient:
         if len(server) != 1:
             raise ConfigError(f"server_public_key: expected one key, {server_public_key!r} "
                               f"holds {len(server)}")
-        public, secret = _certificate(
-            Path(client_secret_key).expanduser(), "client_secret_key", secret=True
-        )
+        public, secret = _key_pair(Path(client_secret_key).expanduser(), "client_secret_key")
         return cls(server.pop(), public, secret)
 
     def apply(self, socket: zmq.Socket) -> None:

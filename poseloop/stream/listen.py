@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
+
+import numpy as np
 
 from poseloop.stream import clock
 from poseloop.stream.config import DEFAULT_ENDPOINT
@@ -11,14 +14,46 @@ from poseloop.stream.subscriber import PoseSubscriber
 from poseloop.stream.wire import EventMessage, Meta, PoseMessage
 
 
-def format_pose(message: PoseMessage, names: list[str], latency_ns: int | None) -> str:
-    """One line: frame, optional latency (ms), then ``name x y p`` per bodypart."""
+def _parts(names: Sequence[str], rows: np.ndarray) -> list[str]:
+    return [f"{name} {x:.1f} {y:.1f} {p:.2f}" for name, (x, y, p) in zip(names, rows,
+                                                                             strict=True)]
+
+
+def format_pose(
+    message: PoseMessage,
+    bodyparts: Sequence[str],
+    latency_ns: int | None,
+    individuals: Sequence[str] | None = None,
+    unique_bodyparts: Sequence[str] = (),
+) -> str:
+    """One line: frame, optional latency (ms), then ``name x y p`` per bodypart.
+
+    individuals: None prints one animal's bodyparts alone (a single-animal model); names
+    print each individual (with its track id when it has one) before its bodyparts.
+    """
     parts = [f"frame {message.frame}"]
     if latency_ns is not None:
         parts.append(f"latency {latency_ns / 1e6:.2f} ms")
-    rows = zip(names, message.data, strict=True)
-    parts += [f"{name} {x:.1f} {y:.1f} {p:.2f}" for name, (x, y, p) in rows]
+    if individuals is None:
+        parts += _parts(bodyparts, message.points[0])
+    else:
+        for name, track, rows in zip(individuals, message.ids, message.points, strict=True):
+            parts.append(f"{name}{f' (id {track})' if track >= 0 else ''}:")
+            parts += _parts(bodyparts, rows)
+    if message.unique is not None:
+        parts += ["unique:", *_parts(unique_bodyparts, message.unique)]
     return "  ".join(parts)
+
+
+def format_meta(meta: Meta) -> str:
+    """One line: model, image size, bodyparts (and individuals, unique bodyparts)."""
+    w, h = meta.image_size
+    line = f"meta model {meta.model}  image {w}x{h}  bodyparts {', '.join(meta.bodyparts)}"
+    if meta.multi_animal:
+        line += f"  individuals {', '.join(meta.individuals)}"
+    if meta.unique_bodyparts:
+        line += f"  unique {', '.join(meta.unique_bodyparts)}"
+    return line
 
 
 def listen(
@@ -40,7 +75,12 @@ def listen(
             for message in sub:
                 if isinstance(message, PoseMessage):
                     latency = clock.now_ns() - message.t_capture_ns if show_latency else None
-                    print(format_pose(message, sub.bodyparts(len(message.data)), latency))
+                    n, k, _ = message.points.shape
+                    multi = n > 1 or (sub.meta is not None and sub.meta.multi_animal)
+                    u = 0 if message.unique is None else len(message.unique)
+                    print(format_pose(message, sub.bodyparts(k), latency,
+                                      sub.individuals(n) if multi else None,
+                                      sub.unique_bodyparts(u)))
                     poses += 1
                     if count is not None and poses >= count:
                         break
@@ -49,9 +89,7 @@ def listen(
                           f"action {message.action}")
                 elif isinstance(message, Meta) and message != shown_meta:  # sent every second
                     shown_meta = message
-                    w, h = message.image_size
-                    print(f"meta model {message.model}  image {w}x{h}  "
-                          f"bodyparts {', '.join(message.bodyparts)}")
+                    print(format_meta(message))
         except KeyboardInterrupt:
             pass
     return poses

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 
 import zmq
 
+from poseloop.realtime.types import SINGLE_ANIMAL
 from poseloop.stream.config import DEFAULT_ENDPOINT
 from poseloop.stream.curve import CurveClient
 from poseloop.stream.wire import TOPICS, Message, Meta, decode
@@ -16,7 +17,8 @@ class PoseSubscriber:
     """Connects to ``endpoint`` and yields ``PoseMessage``, ``EventMessage`` and ``Meta``.
 
     Always listens to ``meta`` (even when ``topics`` leaves it out) so ``meta`` holds the
-    latest bodypart names. Pose arrays are read-only views of the received bytes.
+    latest names of individuals and bodyparts. Pose arrays (N x K x 3 ``points``, U x 3
+    ``unique``) are read-only views of the received bytes.
     """
 
     def __init__(
@@ -68,10 +70,23 @@ class PoseSubscriber:
                 yield message
 
     def bodyparts(self, k: int) -> list[str]:
-        """Names of a K-row pose: from the latest meta, else ``bp0``, ``bp1``, ..."""
+        """Names of a pose's K bodyparts: from the latest meta, else ``bp0``, ``bp1``, ..."""
         if self.meta is not None and len(self.meta.bodyparts) == k:
             return list(self.meta.bodyparts)
         return [f"bp{i}" for i in range(k)]
+
+    def individuals(self, n: int) -> list[str]:
+        """Names of a pose's N individuals: from the latest meta, else ``animal`` for one,
+        ``ind0``, ``ind1``, ... for more."""
+        if self.meta is not None and len(self.meta.individuals) == n:
+            return list(self.meta.individuals)
+        return list(SINGLE_ANIMAL) if n == 1 else [f"ind{i}" for i in range(n)]
+
+    def unique_bodyparts(self, u: int) -> list[str]:
+        """Names of a pose's U unique bodyparts: from the latest meta, else ``unique0``, ..."""
+        if self.meta is not None and len(self.meta.unique_bodyparts) == u:
+            return list(self.meta.unique_bodyparts)
+        return [f"unique{i}" for i in range(u)]
 
     def close(self) -> None:
         """Disconnect now (linger 0)."""
