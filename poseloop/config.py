@@ -33,21 +33,33 @@ class Strict(BaseModel):
 class AugmentConfig(Strict):
     """Label-preserving augmentation applied to every training sample."""
 
-    crop_size: tuple[int, int] = Field((256, 256), description="training crop (width, height)")
-    global_scale: float = Field(0.8, gt=0, le=4, description="scale applied at training and test")
-    scale_range: float = Field(0.25, ge=0, lt=1, description="scale jitter: global_scale*(1±r)")
-    rotation: float = Field(25.0, ge=0, le=180, description="max rotation in degrees")
+    crop_size: tuple[int, int] = Field(
+        default=(256, 256), description="training crop (width, height)"
+    )
+    global_scale: float = Field(
+        default=0.8, gt=0, le=4, description="scale applied at training and test"
+    )
+    scale_range: float = Field(
+        default=0.25, ge=0, lt=1, description="scale jitter: global_scale*(1±r)"
+    )
+    rotation: float = Field(default=25.0, ge=0, le=180, description="max rotation in degrees")
     crop_on_keypoint: float = Field(
-        0.7, ge=0, le=1, description="probability of centring the crop near a labeled point"
+        default=0.7, ge=0, le=1, description="probability of centring the crop near a labeled point"
     )
-    hflip: bool = Field(False, description="random horizontal flips (needs left/right pairs)")
+    hflip: bool = Field(
+        default=False, description="random horizontal flips (needs left/right pairs)"
+    )
     flip_pairs: list[tuple[str, str]] | Literal["auto"] = Field(
-        "auto", description="bodyparts swapped by a flip; 'auto' pairs left*/right* names"
+        default="auto", description="bodyparts swapped by a flip; 'auto' pairs left*/right* names"
     )
-    brightness: float = Field(0.25, ge=0, le=1, description="max relative brightness change")
-    contrast: float = Field(0.25, ge=0, le=1, description="max relative contrast change")
-    blur_prob: float = Field(0.2, ge=0, le=1, description="probability of a Gaussian blur")
-    noise_std: float = Field(4.0, ge=0, le=64, description="max std of Gaussian pixel noise")
+    brightness: float = Field(
+        default=0.25, ge=0, le=1, description="max relative brightness change"
+    )
+    contrast: float = Field(default=0.25, ge=0, le=1, description="max relative contrast change")
+    blur_prob: float = Field(default=0.2, ge=0, le=1, description="probability of a Gaussian blur")
+    noise_std: float = Field(
+        default=4.0, ge=0, le=64, description="max std of Gaussian pixel noise"
+    )
 
     @model_validator(mode="after")
     def _crop_multiple_of_32(self) -> AugmentConfig:
@@ -60,26 +72,33 @@ class AugmentConfig(Strict):
 class TrainConfig(Strict):
     """Everything a training run needs besides the project; saved in the run folder."""
 
-    backbone: str = Field("mobilenet_v2", description=f"one of {', '.join(BACKBONES)}")
-    weights: str = Field("imagenet", description="'imagenet', 'none', or a local weights file")
+    backbone: str = Field(default="mobilenet_v2", description=f"one of {', '.join(BACKBONES)}")
+    weights: str = Field(
+        default="imagenet", description="'imagenet', 'none', or a local weights file"
+    )
     output_stride: Literal[8, 16, 32] | None = Field(
-        None, description="backbone stride; None = 16 for mobilenet/resnet, 32 for efficientnet"
+        default=None,
+        description="backbone stride; None = 16 for mobilenet/resnet, 32 for efficientnet",
     )
-    iterations: int = Field(3000, ge=1, description="optimizer steps")
-    max_minutes: float | None = Field(None, gt=0, description="wall-clock budget; stops early")
-    batch_size: int = Field(8, ge=1, le=256)
-    lr: float = Field(1e-3, gt=0, lt=1, description="peak learning rate (AdamW)")
-    weight_decay: float = Field(1e-4, ge=0, lt=1)
-    warmup_iterations: int = Field(100, ge=0)
-    locref_weight: float = Field(0.05, ge=0, description="weight of the Huber locref loss")
-    pos_dist_thresh: float = Field(17.0, gt=0, description="target disk radius in pixels")
-    locref_stdev: float = Field(7.2801, gt=0)
-    seed: int = Field(0, ge=0, description="seed of the train/test split and of training")
+    iterations: int = Field(default=3000, ge=1, description="optimizer steps")
+    max_minutes: float | None = Field(
+        default=None, gt=0, description="wall-clock budget; stops early"
+    )
+    batch_size: int = Field(default=8, ge=1, le=256)
+    lr: float = Field(default=1e-3, gt=0, lt=1, description="peak learning rate (AdamW)")
+    weight_decay: float = Field(default=1e-4, ge=0, lt=1)
+    warmup_iterations: int = Field(default=100, ge=0)
+    locref_weight: float = Field(default=0.05, ge=0, description="weight of the Huber locref loss")
+    pos_dist_thresh: float = Field(default=17.0, gt=0, description="target disk radius in pixels")
+    locref_stdev: float = Field(default=7.2801, gt=0)
+    seed: int = Field(default=0, ge=0, description="seed of the train/test split and of training")
     training_fraction: float | None = Field(
-        None, gt=0, le=1, description="None = the project's TrainingFraction"
+        default=None, gt=0, le=1, description="None = the project's TrainingFraction"
     )
-    checkpoint_every: int = Field(500, ge=1, description="iterations between checkpoints")
-    threads: int | None = Field(None, ge=1, description="torch threads; None = available cores")
+    checkpoint_every: int = Field(default=500, ge=1, description="iterations between checkpoints")
+    threads: int | None = Field(
+        default=None, ge=1, description="torch threads; None = available cores"
+    )
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
     @model_validator(mode="after")

@@ -10,11 +10,16 @@ A network output cell ``(iy, ix)`` of a map with stride ``s`` is centred on imag
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 #: DeepLabCut's locref scale (pixels per locref unit).
 DLC_LOCREF_STDEV = 7.2801
+#: How the scoremap value at the peak becomes a likelihood.
+#: sigmoid: the graph outputs logits (poseloop models; DLC3 models with apply_sigmoid);
+#: clip: raw heatmap clipped to [0, 1] (DLC3 ``clip_scores`` without sigmoid); raw: as is.
+LIKELIHOOD_MODES = ("sigmoid", "clip", "raw")
 
 
 @dataclass(frozen=True)
@@ -25,16 +30,21 @@ class HeatmapSpec:
     offset: image coordinate of cell 0's centre (DeepLabCut: stride / 2).
     locref_stdev: pixels per locref unit.
     pos_dist_thresh: radius (px) of the positive disk in training targets.
+    likelihood: how a peak's scoremap value becomes a likelihood (``LIKELIHOOD_MODES``).
     """
 
     stride: float = 8.0
     offset: float = 4.0
     locref_stdev: float = DLC_LOCREF_STDEV
     pos_dist_thresh: float = 17.0
+    likelihood: str = "sigmoid"
 
     @classmethod
-    def for_stride(cls, stride: float, **kwargs: float) -> HeatmapSpec:
-        """The DeepLabCut convention for a given stride (offset = stride / 2)."""
+    def for_stride(cls, stride: float, **kwargs: Any) -> HeatmapSpec:
+        """The DeepLabCut convention for a given stride (offset = stride / 2).
+
+        kwargs: the other fields (locref_stdev, pos_dist_thresh: float; likelihood: str).
+        """
         return cls(stride=float(stride), offset=float(stride) / 2.0, **kwargs)
 
     def cell_centres(self, n: int) -> np.ndarray:
@@ -93,3 +103,24 @@ class HeatmapSpec:
         xy[:, 0] = ix * self.stride + self.offset + dx * self.locref_stdev
         xy[:, 1] = iy * self.stride + self.offset + dy * self.locref_stdev
         return xy, peak
+
+    def likelihood_of(self, peak: np.ndarray) -> np.ndarray:
+        """Likelihoods (float32) from the scoremap values at the peaks (``likelihood`` mode).
+
+        The one definition of the mapping: training evaluation, export checks and the live
+        decoder's numpy twin use it (the numba kernel is held to it by the tests).
+        """
+        peak = np.asarray(peak, np.float32)
+        if self.likelihood == "sigmoid":  # tanh form: no overflow for very negative logits
+            return (0.5 + 0.5 * np.tanh(0.5 * peak)).astype(np.float32)
+        if self.likelihood == "clip":
+            return np.clip(peak, 0.0, 1.0)
+        if self.likelihood == "raw":
+            return peak
+        raise ValueError(f"likelihood mode must be one of {LIKELIHOOD_MODES}, "
+                         f"got {self.likelihood!r}")
+
+    def decode_pose(self, scoremap: np.ndarray, locref: np.ndarray) -> np.ndarray:
+        """K x 3 (x, y, likelihood) in input-image pixels of one image's maps."""
+        xy, peak = self.decode(scoremap, locref)
+        return np.concatenate([xy, self.likelihood_of(peak)[:, None]], axis=1)

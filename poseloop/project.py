@@ -11,6 +11,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
@@ -223,7 +224,8 @@ def _frames_from_table(df: pd.DataFrame, path: Path, bodyparts: list[str]) -> li
             if len(sel) == 0:
                 continue
             col = df.iloc[:, sel[0]]
-            numeric = pd.to_numeric(col, errors="coerce")
+            # pandas annotates to_numeric's result loosely; a Series in gives a Series out.
+            numeric = cast(pd.Series, pd.to_numeric(col, errors="coerce"))
             number = numeric.to_numpy(np.float64)
             bad = (numeric.isna() & col.notna() & (col.astype(str).str.strip() != "")) \
                 | (np.abs(number) >= MAX_COORDINATE)  # inf, or beyond any image

@@ -429,7 +429,7 @@ def write_project(
 
     video_path = videos / f"{VIDEO_NAME}.mp4"
     writer = cv2.VideoWriter(
-        str(video_path), cv2.VideoWriter_fourcc(*"mp4v"), VIDEO_FPS, (width, height)
+        str(video_path), cv2.VideoWriter.fourcc(*"mp4v"), VIDEO_FPS, (width, height)
     )
     if not writer.isOpened():
         raise OSError(f"could not open {video_path} for writing (mp4v)")

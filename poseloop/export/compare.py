@@ -1,7 +1,7 @@
 """Accuracy and speed of two exported variants (fp32 vs int8) on the same real frames.
 
 Poses are computed the way ``poseloop evaluate`` does (resize by the model's input scale,
-decode, map back with ``(x + 0.5) / s - 0.5``), but through ONNX Runtime, so the RMSE
+decode, map back with ``FrameTransform.to_full``), but through ONNX Runtime, so the RMSE
 figures are comparable with the training run's evaluation.
 """
 
@@ -15,6 +15,7 @@ import numpy as np
 
 from poseloop.export.parity import ort_maps
 from poseloop.modelspec import ModelSpec
+from poseloop.realtime.types import FrameTransform
 from poseloop.training.augment import resize_for_inference
 from poseloop.training.evaluate import point_errors
 
@@ -24,10 +25,7 @@ def frame_poses(session, spec: ModelSpec, frames: Sequence[np.ndarray]) -> np.nd
     poses = []
     for frame in frames:
         image, sx, sy = resize_for_inference(frame, spec.input_scale)
-        pose = spec.decode(*ort_maps(session, image))
-        pose[:, 0] = (pose[:, 0] + 0.5) / sx - 0.5
-        pose[:, 1] = (pose[:, 1] + 0.5) / sy - 0.5
-        poses.append(pose)
+        poses.append(FrameTransform(sx=sx, sy=sy).to_full(spec.decode(*ort_maps(session, image))))
     return np.stack(poses)
 
 

@@ -24,7 +24,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, cast
 
 import torch
 from torch import nn
@@ -118,6 +118,12 @@ class _Bottleneck(nn.Module):
 
 class _TimmResNet(nn.Module):
     """timm ``ResNet`` without the classifier; ``forward`` is timm's ``forward_features``."""
+
+    # Registered with add_module (timm's names); declared so their type is known.
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
 
     def __init__(self, layers: tuple[int, ...], output_stride: int, norm: str) -> None:
         super().__init__()
@@ -288,6 +294,12 @@ _CSPNEXT_P5 = (
 class _CSPNeXt(nn.Module):
     """DLC ``CSPNeXt`` backbone (arch P5, last stage output only); stride 32."""
 
+    # Registered with add_module (DLC's names); declared so their type is known.
+    stage1: nn.Sequential
+    stage2: nn.Sequential
+    stage3: nn.Sequential
+    stage4: nn.Sequential
+
     def __init__(
         self, deepen_factor: float, widen_factor: float, expand_ratio: float,
         channel_attention: bool, act: str,
@@ -371,12 +383,14 @@ class Dlc3PoseModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.backbone(x)
-        head = self.heads["bodypart"]
+        # ModuleDict items are typed as plain Modules; this one is the head given to __init__.
+        head = cast(_HeatmapHead, self.heads["bodypart"])
         heatmaps = head.heatmap_head(features)
         if not self.use_locref:
             n, k, h, w = heatmaps.shape
             return heatmaps, heatmaps.new_zeros((n, 2 * k, h, w))
-        return heatmaps, head.locref_head(features)
+        # use_locref is only set when the head has a locref branch.
+        return heatmaps, cast(_DeconvModule, head.locref_head)(features)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,7 +398,9 @@ class Dlc3PoseModel(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-def _build_backbone(cfg: dict, fail: Callable[[str], NoReturn]) -> tuple[nn.Module, str]:
+def _build_backbone(
+    cfg: dict, fail: Callable[[str], NoReturn]
+) -> tuple[_ResNetBackbone | _CSPNeXt, str]:
     """The backbone module and its model_name, or ModelError via ``fail``."""
     kind, name = cfg.get("type"), cfg.get("model_name")
     if kind not in SUPPORTED_BACKBONES:
@@ -393,6 +409,7 @@ def _build_backbone(cfg: dict, fail: Callable[[str], NoReturn]) -> tuple[nn.Modu
     if name not in SUPPORTED_BACKBONES[kind]:
         fail(f"{kind} model_name {name!r} is not supported (supported: "
              f"{', '.join(SUPPORTED_BACKBONES[kind])})")
+    assert isinstance(name, str)  # it is one of the supported names
     allowed = _RESNET_KEYS if kind == "ResNet" else _CSPNEXT_KEYS
     unknown = sorted(set(cfg) - allowed)
     if unknown:

@@ -37,6 +37,10 @@ class FrameInput(nn.Module):
     shift, scale: per-channel ``(x - shift) * scale`` on 0..255 values (None = identity).
     """
 
+    # Buffers registered in __init__ when normalising; declared so their type is known.
+    shift: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, net: nn.Module, swap_channels: bool,
                  shift: Sequence[float] | None = None, scale: Sequence[float] | None = None):
         super().__init__()
@@ -81,7 +85,7 @@ def run_spec(info: RunInfo) -> ModelSpec:
         stride=geometry.stride, offset=geometry.offset, locref_stdev=geometry.locref_stdev,
         likelihood="sigmoid", input_order="BGR",
         input_scale=float(info.config.augment.global_scale),
-        image_size=tuple(info.config.augment.crop_size), pcutoff=info.pcutoff,
+        image_size=info.config.augment.crop_size, pcutoff=info.pcutoff,
         backbone=info.config.backbone, source="poseloop", poseloop_version=__version__,
     )
 

@@ -18,6 +18,7 @@ import torch
 from poseloop.errors import ProjectError
 from poseloop.heatmap import HeatmapSpec
 from poseloop.project import LabeledFrame, Project, read_project
+from poseloop.realtime.types import FrameTransform
 from poseloop.training.augment import resize_for_inference
 from poseloop.training.model import PoseNet
 from poseloop.training.run import RunInfo, load_model
@@ -29,12 +30,8 @@ def predict(model: PoseNet, spec: HeatmapSpec, image: np.ndarray, scale: float) 
     x = torch.from_numpy(np.ascontiguousarray(resized.transpose(2, 0, 1), np.float32))[None]
     with torch.inference_mode():
         logits, locref = model(x)
-    xy, peak = spec.decode(logits[0].numpy(), locref[0].numpy())
-    pose = np.empty((len(peak), 3), np.float32)
-    pose[:, 0] = (xy[:, 0] + 0.5) / sx - 0.5
-    pose[:, 1] = (xy[:, 1] + 0.5) / sy - 0.5
-    pose[:, 2] = 1.0 / (1.0 + np.exp(-peak))
-    return pose
+    pose = spec.decode_pose(logits[0].numpy(), locref[0].numpy())
+    return FrameTransform(sx=sx, sy=sy).to_full(pose)
 
 
 def point_errors(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -159,8 +156,10 @@ def evaluate(run: str | Path, project_path: str | Path | None = None,
              out: str | Path | None = None, plots: int = 50) -> dict:
     """Evaluate a run; write errors.csv, summary.json and test-frame PNGs; return figures."""
     model, info = load_model(run)
-    other = project_path is not None and Path(project_path).resolve() != info.project_root
-    project = read_project(project_path if other else info.project_root)
+    other, root = False, info.project_root
+    if project_path is not None and Path(project_path).resolve() != info.project_root:
+        other, root = True, project_path
+    project = read_project(root)
     if project.bodyparts != info.bodyparts:
         raise ProjectError(
             f"{project.root}: bodyparts {project.bodyparts} differ from the model's "

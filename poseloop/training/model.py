@@ -47,9 +47,11 @@ class DeconvHead(nn.Module):
             self.locref = nn.ConvTranspose2d(ch, 2 * num_parts, 4, stride=2, padding=1)
         for conv in (self.scoremap, self.locref):
             nn.init.normal_(conv.weight, std=0.001)
+        score_bias, locref_bias = self.scoremap.bias, self.locref.bias
+        assert score_bias is not None and locref_bias is not None  # built with bias=True
         # Start scoremaps at a ~1% prior so early training is not swamped by negatives.
-        nn.init.constant_(self.scoremap.bias, -math.log(99.0))
-        nn.init.zeros_(self.locref.bias)
+        nn.init.constant_(score_bias, -math.log(99.0))
+        nn.init.zeros_(locref_bias)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.shared(x)
@@ -58,6 +60,10 @@ class DeconvHead(nn.Module):
 
 class PoseNet(nn.Module):
     """Backbone + DeepLabCut head; input RGB 0..255 floats, output (logits, locref)."""
+
+    # Buffers registered in __init__; declared so their type is known.
+    mean: torch.Tensor
+    inv_std: torch.Tensor
 
     def __init__(
         self,
