@@ -30,15 +30,16 @@ def maps(k: int, w: int, h: int, rng: np.random.Generator) -> tuple[np.ndarray, 
 def time_calls(decoder: PeakDecoder, scoremap: np.ndarray, locref: np.ndarray,
                calls: int) -> np.ndarray:
     """Per-call wall times in µs."""
-    out = np.empty((scoremap.shape[1], 3), np.float32)
+    out = np.empty(decoder.shape, np.float32)
+    outputs = (scoremap, locref)
     decoder.warmup()
     for _ in range(100):
-        decoder.decode(scoremap, locref, out)
+        decoder.decode(outputs, out)
     times = np.empty(calls)
     clock = time.perf_counter_ns
     for i in range(calls):
         t0 = clock()
-        decoder.decode(scoremap, locref, out)
+        decoder.decode(outputs, out)
         times[i] = clock() - t0
     return times / 1e3
 
@@ -57,7 +58,7 @@ def main() -> None:
         scoremap, locref = maps(k, w, h, rng)
         stats = []
         for use_numba in (True, False):
-            decoder = PeakDecoder((HeatmapSpec.for_stride(8), "sigmoid"), use_numba=use_numba)
+            decoder = PeakDecoder(HeatmapSpec.for_stride(8), use_numba=use_numba, k=k)
             t = time_calls(decoder, scoremap, locref, args.calls)
             stats.append(np.percentile(t, [50, 95, 99]))
         fast, slow = stats

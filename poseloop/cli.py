@@ -136,36 +136,35 @@ def _stop_on_signals(engine: Engine) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     from poseloop.realtime.engine import Engine
     from poseloop.realtime.engine_config import load_engine_config, with_overrides
+    from poseloop.realtime.recorder import Recorder
 
     cfg = load_engine_config(args.config)
-    record = {**cfg.record.model_dump(), "dir": args.record} if args.record else None
+    section = cfg.sinks.get("record")
+    record = ({**(section.model_dump() if section else {}), "dir": args.record}
+              if args.record else None)
     cfg = with_overrides(cfg, max_frames=args.max_frames, duration_s=args.duration,
                          record=record, display=args.display or None)
     engine = Engine.from_config(cfg)
-    print(f"model {engine.model_path.name} ({len(engine.spec.bodyparts)} bodyparts), "
-          f"camera {engine.camera!r}, providers {engine.runner.providers}")
-    on_pose = None
-    if engine.config.display:
-        from poseloop.realtime.display import Display
-
-        on_pose = Display(engine.spec)
+    model = engine.model_path.name if engine.model_path else "?"
+    print(f"model {model} ({len(engine.session.bodyparts)} bodyparts, "
+          f"{len(engine.session.individuals)} individual(s)), camera {engine.camera!r}, "
+          f"runner {engine.runner!r}")
     _stop_on_signals(engine)
     with engine:
-        stats = engine.run(on_pose=on_pose)
-    if on_pose is not None:
-        on_pose.close()
+        stats = engine.run()
+    drops = ", ".join(f"{name} {n}" for name, n in stats.sink_dropped.items())
     print(f"{stats.frames} frames in {stats.seconds:.1f} s ({stats.fps:.1f} fps), stopped by "
-          f"{stats.stopped_by}; dropped: camera {stats.camera_dropped}, recorder "
-          f"{stats.recorder_dropped}, stream {stats.stream_dropped}, devices "
-          f"{stats.device_dropped}; rule events {stats.events}")
+          f"{stats.stopped_by}; dropped: camera {stats.camera_dropped}"
+          f"{', ' + drops if drops else ''}, devices {stats.device_dropped}; "
+          f"rule events {stats.events}")
     for error in stats.errors:
         print(f"error: {error}", file=sys.stderr)
-    recorder = engine.recorder
-    if recorder is not None:
+    recorder = engine.sink("recorder")
+    if isinstance(recorder, Recorder):
         print(f"recorded {recorder.rows_written} poses to {recorder.paths['poses_csv']} "
-              f"(+ .h5, _timing.csv, _events.csv{', video' if recorder.video else ''}); "
+              f"(+ .h5, _timing.csv, _events.csv{', video' if recorder.config.video else ''}); "
               f"write errors {recorder.errors}")
-    return 1 if stats.stopped_by in ("camera error", "recorder error") else 0
+    return 1 if stats.stopped_by.endswith(" error") else 0
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
@@ -174,13 +173,13 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     for video in args.videos:
         paths, stats = analyze_video(args.model, video, args.out, args.max_frames)
         print(f"{video}: {stats.frames} frames -> {paths['poses_h5']} and .csv "
-              f"(recorder dropped {stats.recorder_dropped})")
+              f"(recorder dropped {stats.sink_dropped.get('recorder', 0)})")
     return 0
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from poseloop.realtime.benchmark import bench_size, format_table
-    from poseloop.realtime.engine_config import RunnerConfig
+    from poseloop.realtime.runner import RunnerConfig
 
     runner = RunnerConfig(providers=args.providers.split(","), intra_threads=args.threads)
     results = []

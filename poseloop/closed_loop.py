@@ -18,26 +18,28 @@ from pathlib import Path
 
 import numpy as np
 
-from poseloop.hardware.config import DeviceConfig
 from poseloop.hardware.emulator import DeviceEmulator
-from poseloop.realtime.camera_config import CameraConfig, SyntheticConfig
+from poseloop.realtime.builder import build_engine
 from poseloop.realtime.engine import Engine, RunStats
-from poseloop.realtime.engine_config import EngineConfig, RecordConfig, RunnerConfig
+from poseloop.realtime.engine_config import EngineConfig
 from poseloop.realtime.types import Frame, Pose
 from poseloop.rules import Rule
 from poseloop.stream import clock
-from poseloop.stream.config import StreamConfig
+from poseloop.stream.publisher import PosePublisher
 from poseloop.stream.subscriber import PoseSubscriber
 from poseloop.stream.wire import PoseMessage
 
 
-def free_endpoint() -> str:
-    """A loopback TCP endpoint on a port that is free now (for runs and tests)."""
-    import socket
+#: A loopback endpoint whose port the publisher's socket picks when it binds.
+ANY_PORT = "tcp://127.0.0.1:*"
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+def bound_endpoint(engine: Engine) -> str:
+    """The endpoint an opened engine's stream is bound to (its port picked at bind)."""
+    publisher = engine.sink("stream")
+    if not isinstance(publisher, PosePublisher):
+        raise ValueError("the engine has no stream")
+    return publisher.endpoint
 
 
 def _subscribe(endpoint: str, stop: threading.Event | None, conn=None) -> list[tuple[int, int]]:
@@ -90,19 +92,18 @@ def run_closed_loop(model: str | Path, frames: int, fps: float = 100.0,
                     subscriber: str = "thread", record_dir: str | Path | None = None,
                     threads: int | None = None) -> LoopReport:
     """Run ``frames`` frames of the synthetic camera through the whole loop and measure it."""
-    endpoint = free_endpoint()
     with DeviceEmulator() as emulator:
-        cfg = EngineConfig(
-            model=str(model),
-            camera=CameraConfig(SyntheticConfig(width=size[0], height=size[1], fps=fps,
-                                                paced=True, seed=1, frames=frames)),
-            runner=RunnerConfig(intra_threads=threads),
-            rules=[default_rule(size[0], mode)],
-            devices=[DeviceConfig(name="stim", port=emulator.port)],
-            stream=StreamConfig(endpoint=endpoint),
-            record=RecordConfig(dir=str(record_dir) if record_dir else None),
-        )
-        engine = Engine(cfg, model)
+        cfg = EngineConfig.model_validate({
+            "model": str(model),
+            "camera": {"kind": "synthetic", "width": size[0], "height": size[1], "fps": fps,
+                       "paced": True, "seed": 1, "frames": frames},
+            "runner": {"intra_threads": threads},
+            "rules": [default_rule(size[0], mode)],
+            "devices": [{"name": "stim", "port": emulator.port}],
+            "stream": {"endpoint": ANY_PORT},
+            "record": {"dir": str(record_dir) if record_dir else None},
+        })
+        engine = build_engine(cfg)
         n = frames
         stamps = {k: np.zeros(n, np.int64)
                   for k in ("preprocess", "infer", "decode", "rules", "publish")}
@@ -121,34 +122,36 @@ def run_closed_loop(model: str | Path, frames: int, fps: float = 100.0,
             if engine.last_events:
                 fired_capture.extend(pose.t_capture_ns for _ in engine.last_events)
             if frame.truth is not None:
-                errors.append(float(np.nanmean(np.linalg.norm(pose.data[:, :2] - frame.truth,
-                                                              axis=1))))
+                errors.append(float(np.nanmean(np.linalg.norm(
+                    pose.points[0, :, :2] - frame.truth, axis=1))))
             count += 1
 
         stop = threading.Event()
         proc = parent = None
         sub_thread = None
-        if subscriber == "process":
-            parent, child = mp.get_context("spawn").Pipe()
-            proc = mp.get_context("spawn").Process(target=_subscribe,
-                                                   args=(endpoint, None, child))
-            proc.start()
-        else:
-            result: list[list[tuple[int, int]]] = []
-            sub_thread = threading.Thread(
-                target=lambda: result.append(_subscribe(endpoint, stop)), daemon=True)
-            sub_thread.start()
+        result: list[list[tuple[int, int]]] = []
         with engine:
+            endpoint = bound_endpoint(engine)
+            if subscriber == "process":
+                parent, child = mp.get_context("spawn").Pipe()
+                proc = mp.get_context("spawn").Process(target=_subscribe,
+                                                       args=(endpoint, None, child))
+                proc.start()
+            else:
+                sub_thread = threading.Thread(
+                    target=lambda: result.append(_subscribe(endpoint, stop)), daemon=True)
+                sub_thread.start()
             time.sleep(0.5 if subscriber == "thread" else 2.0)  # let the subscriber connect
             stats = engine.run(on_pose=keep)
             time.sleep(0.2)  # let the last bytes and messages arrive
-        if proc is not None:
+        if proc is not None and parent is not None:
             parent.send("stop")
             received = parent.recv()
             proc.join(5)
         else:
             stop.set()
-            sub_thread.join(5)
+            if sub_thread is not None:
+                sub_thread.join(5)
             received = result[0] if result else []
         pulses = [r.t_ns for r in emulator.received if r.data.startswith(b"PULSE")]
     k = min(len(pulses), len(fired_capture))
@@ -184,7 +187,7 @@ def format_report(report: LoopReport) -> str:
         f"frames {s.frames} ({s.fps:.1f} fps, camera dropped {s.camera_dropped}); "
         f"rule events {report.events}, commands at the device {report.commands_received}; "
         f"poses at the subscriber {report.subscriber_received} (stream dropped "
-        f"{s.stream_dropped})"
+        f"{s.sink_dropped.get('stream', 0)})"
     )
     if report.truth_error_px is not None:
         lines.append(f"mean error vs the synthetic ground truth: {report.truth_error_px:.2f} px")

@@ -18,24 +18,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from poseloop.errors import ModelError
-from poseloop.heatmap import HeatmapSpec
+from poseloop.heatmap import LIKELIHOOD_MODES, HeatmapSpec
+from poseloop.realtime.types import SINGLE_ANIMAL
 
 PREFIX = "poseloop."
 FORMAT_VERSION = 1
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("scoremap", "locref")
 
-#: How the scoremap value at the peak becomes a likelihood.
-#: sigmoid: the graph outputs logits (poseloop models; DLC3 models with apply_sigmoid);
-#: clip: raw heatmap clipped to [0, 1] (DLC3 ``clip_scores`` without sigmoid); raw: as is.
-LIKELIHOOD_MODES = ("sigmoid", "clip", "raw")
 INPUT_ORDERS = ("BGR", "RGB")
 SOURCES = ("poseloop", "dlc3")
 PRECISIONS = ("fp32", "int8", "fp16")
@@ -55,6 +52,8 @@ class ModelSpec:
     input_order: channel order of the graph input (``BGR`` = OpenCV frames untouched).
     input_scale: frames are resized by this factor before inference (the training scale).
     image_size: training image (crop) size as (width, height), or None if unknown.
+    individuals: names of the N animals of a multi-animal model; empty for a single-animal
+        one (N = 1). unique_bodyparts: DeepLabCut's bodyparts that exist once per frame.
     """
 
     bodyparts: list[str]
@@ -72,6 +71,8 @@ class ModelSpec:
     precision: str = "fp32"
     poseloop_version: str = ""
     format_version: int = FORMAT_VERSION
+    individuals: list[str] = field(default_factory=list)
+    unique_bodyparts: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -86,22 +87,32 @@ class ModelSpec:
             raise ModelError("model spec: stride, locref_stdev and input_scale must be > 0")
 
     def heatmap_spec(self) -> HeatmapSpec:
-        """The output geometry, for :meth:`HeatmapSpec.decode`."""
-        return HeatmapSpec(stride=self.stride, offset=self.offset, locref_stdev=self.locref_stdev)
+        """The output geometry and likelihood mapping: the one decode contract."""
+        return HeatmapSpec(stride=self.stride, offset=self.offset,
+                           locref_stdev=self.locref_stdev, likelihood=self.likelihood)
+
+    @property
+    def multi_animal(self) -> bool:
+        """Whether the model names its individuals (DeepLabCut multi-animal layout)."""
+        return bool(self.individuals)
+
+    @property
+    def decoder(self) -> str:
+        """The registered decoder kind for this model's outputs (``DECODERS``)."""
+        return "multi_animal" if self.individuals else "single_animal"
+
+    @property
+    def individual_names(self) -> tuple[str, ...]:
+        """Names of the N rows of a pose: the individuals, or ("animal",) for N = 1."""
+        return tuple(self.individuals) if self.individuals else SINGLE_ANIMAL
 
     def likelihood_of(self, peak: np.ndarray) -> np.ndarray:
         """Likelihoods (float32) from the scoremap values at the peaks."""
-        peak = np.asarray(peak, np.float32)
-        if self.likelihood == "sigmoid":  # tanh form: no overflow for very negative logits
-            return (0.5 + 0.5 * np.tanh(0.5 * peak)).astype(np.float32)
-        if self.likelihood == "clip":
-            return np.clip(peak, 0.0, 1.0)
-        return peak
+        return self.heatmap_spec().likelihood_of(peak)
 
     def decode(self, scoremap: np.ndarray, locref: np.ndarray) -> np.ndarray:
         """Pose K x 3 (x, y, likelihood) in graph-input pixels of one image's maps."""
-        xy, peak = self.heatmap_spec().decode(scoremap, locref)
-        return np.concatenate([xy, self.likelihood_of(peak)[:, None]], axis=1)
+        return self.heatmap_spec().decode_pose(scoremap, locref)
 
     def to_metadata(self) -> dict[str, str]:
         """The ``metadata_props`` entries (all strings, ``poseloop.`` prefix)."""
@@ -201,6 +212,8 @@ _PARSERS = {
     "precision": str,
     "poseloop_version": str,
     "format_version": int,
+    "individuals": _str_list,
+    "unique_bodyparts": _str_list,
 }
 _REQUIRED = ("bodyparts", "stride", "offset", "locref_stdev", "likelihood", "input_order",
              "input_scale", "source")

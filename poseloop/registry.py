@@ -10,21 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from pydantic import BaseModel
 
 from poseloop.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
 class Entry(Generic[F]):
-    """One registered kind: its name, config section and the factory that builds it."""
+    """One registered kind: its name, config section (None: it has no options) and the
+    factory that builds it."""
 
     name: str
-    config: type[BaseModel]
+    config: type[BaseModel] | None
     factory: F
 
 
@@ -35,13 +37,14 @@ class Registry(Generic[F]):
         self.what = what
         self._entries: dict[str, Entry[F]] = {}
 
-    def register(self, name: str, config: type[BaseModel]) -> Callable[[F], F]:
-        """Decorator: register ``factory`` (a class or function) under ``name``."""
+    def register(self, name: str, config: type[BaseModel] | None = None) -> Callable[[T], T]:
+        """Decorator: register ``factory`` (a class or function) under ``name``; the
+        decorated object is returned unchanged (a class stays that class)."""
 
-        def add(factory: F) -> F:
+        def add(factory: T) -> T:
             if name in self._entries and self._entries[name].factory is not factory:
                 raise ValueError(f"{self.what} {name!r} is registered twice")
-            self._entries[name] = Entry(name, config, factory)
+            self._entries[name] = Entry(name, config, cast(F, factory))
             return factory
 
         return add
@@ -64,4 +67,5 @@ class Registry(Generic[F]):
         return tuple(self._entries)
 
     def configs(self) -> tuple[type[BaseModel], ...]:
-        return tuple(e.config for e in self._entries.values())
+        """The config sections of the kinds that have one, in registration order."""
+        return tuple(e.config for e in self._entries.values() if e.config is not None)

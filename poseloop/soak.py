@@ -34,14 +34,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from poseloop.closed_loop import default_rule, free_endpoint
-from poseloop.hardware.config import DeviceConfig
-from poseloop.realtime.camera_config import CameraConfig, SyntheticConfig
-from poseloop.realtime.engine import Engine, RunStats
-from poseloop.realtime.engine_config import EngineConfig, RecordConfig, RunnerConfig
+from poseloop.closed_loop import ANY_PORT, bound_endpoint, default_rule
+from poseloop.hardware.serial_device import SerialDevice
+from poseloop.realtime.builder import build_engine
+from poseloop.realtime.engine import RunStats
+from poseloop.realtime.engine_config import EngineConfig
+from poseloop.realtime.recorder import Recorder
 from poseloop.realtime.types import STAGES, Frame, Pose
 from poseloop.rules import Rule
-from poseloop.stream.config import StreamConfig
+from poseloop.stream.publisher import PosePublisher
 
 #: Largest allowed resident-memory growth after the warm-up.
 RSS_LIMIT = 0.05
@@ -152,23 +153,21 @@ def run_soak(model: str | Path, out_dir: str | Path, duration_s: float, fps: flo
     warmup_s = min(max(0.2 * duration_s, 10.0), 300.0) if warmup_s is None else warmup_s
     rss_every_s = min(max(duration_s / 100, 1.0), 10.0) if rss_every_s is None else rss_every_s
     capacity = int(fps * (duration_s + 30) * 1.2) + 10_000  # frame indices we can mark
-    endpoint = free_endpoint()
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
-    subscriber = ctx.Process(target=_subscribe, args=(endpoint, capacity, child), daemon=True)
-    subscriber.start()
     emulator = _Emulator(out_dir / "device_log.txt")
-    cfg = EngineConfig(
-        model=str(model),
-        camera=CameraConfig(SyntheticConfig(width=size[0], height=size[1], fps=fps,
-                                            paced=True, seed=3)),
-        runner=RunnerConfig(intra_threads=threads, inter_threads=1),
-        rules=[default_rule(size[0], "edge"), HEARTBEAT],
-        devices=[DeviceConfig(name="stim", port=emulator.port)],
-        stream=StreamConfig(endpoint=endpoint, hwm=100_000),
-        record=RecordConfig(dir=str(out_dir), name="soak", if_exists="overwrite", video=video),
-        duration_s=duration_s,
-    )
+    cfg = EngineConfig.model_validate({
+        "model": str(model),
+        "camera": {"kind": "synthetic", "width": size[0], "height": size[1], "fps": fps,
+                   "paced": True, "seed": 3},
+        "runner": {"intra_threads": threads, "inter_threads": 1},
+        "rules": [default_rule(size[0], "edge"), HEARTBEAT],
+        "devices": [{"name": "stim", "port": emulator.port}],
+        "stream": {"endpoint": ANY_PORT, "hwm": 100_000},
+        "record": {"dir": str(out_dir), "name": "soak", "if_exists": "overwrite",
+                   "video": video},
+        "duration_s": duration_s,
+    })
     processed = np.zeros(capacity, np.uint8)  # touched now: not counted as growth later
     processed[:] = 1
     processed[:] = 0
@@ -184,9 +183,15 @@ def run_soak(model: str | Path, out_dir: str | Path, duration_s: float, fps: flo
         if frame.index < capacity:
             processed[frame.index] += 1
 
+    subscriber = None
     try:
-        engine = Engine(cfg, model)
+        engine = build_engine(cfg)
+        publisher, recorder = engine.sink("stream"), engine.sink("recorder")
+        assert isinstance(publisher, PosePublisher) and isinstance(recorder, Recorder)
         with engine:
+            subscriber = ctx.Process(target=_subscribe,
+                                     args=(bound_endpoint(engine), capacity, child), daemon=True)
+            subscriber.start()
             parent.recv()  # the subscriber is connected ...
             time.sleep(1.0)  # ... and its subscription has reached the publisher
             log(f"soak: {duration_s:g} s at {fps:g} FPS, {size[0]}x{size[1]}, "
@@ -198,17 +203,18 @@ def run_soak(model: str | Path, out_dir: str | Path, duration_s: float, fps: flo
             stop.set()
             sampler.join()
             time.sleep(0.5)  # the last messages and bytes arrive
-            poses_sent = engine.publisher.sent["pose"] if engine.publisher else 0
+            poses_sent = publisher.sent["pose"]
             # a pose dropped for the full queue of our only subscriber reached nobody
-            pose_drops = engine.publisher.dropped["pose"] if engine.publisher else 0
-            recorder = engine.recorder
-        commands_sent = sum(d.counters.sent for d in engine.devices.values())
+            pose_drops = publisher.dropped_by_topic["pose"]
+        commands_sent = sum(a.counters.sent for a in engine.actuators.values()
+                            if isinstance(a, SerialDevice))
     finally:
-        parent.send("stop")
+        if subscriber is not None:
+            parent.send("stop")
         received = emulator.stop()
     got, duplicates, beyond, seen = parent.recv()
+    assert subscriber is not None
     subscriber.join(10)
-    assert recorder is not None
     report = _check(stats, recorder.paths, processed, samples, warmup_s, duration_s, fps)
     if video:
         report.problems += _check_video(recorder.paths, recorder.video_dropped)
@@ -252,6 +258,7 @@ def _check(stats: RunStats, paths: dict[str, Path], processed: np.ndarray,
            samples: list[tuple[float, float]], warmup_s: float, duration_s: float,
            fps: float) -> SoakReport:
     """Read the recording back and compare it with what the loop did."""
+    recorder_dropped = stats.sink_dropped.get("recorder", 0)
     problems: list[str] = []
     if stats.stopped_by != "duration":
         problems.append(f"stopped by {stats.stopped_by}: {stats.errors}")
@@ -269,9 +276,9 @@ def _check(stats: RunStats, paths: dict[str, Path], processed: np.ndarray,
     if len(twice):
         problems.append(f"frames processed twice, e.g. {twice[:5].tolist()}")
     lost = np.flatnonzero(processed.astype(np.int64) - recorded)
-    if len(lost) > stats.recorder_dropped or (recorded > processed).any():
+    if len(lost) > recorder_dropped or (recorded > processed).any():
         problems.append(f"{len(lost)} frames differ between the loop and the recording "
-                        f"(recorder dropped {stats.recorder_dropped}), e.g. {lost[:5].tolist()}")
+                        f"(recorder dropped {recorder_dropped}), e.g. {lost[:5].tolist()}")
     needed = ["t_capture_ns", *STAGES, "dropped", "lost"]
     gaps = timing[needed].isna().any(axis=1)
     if gaps.any():
@@ -280,9 +287,9 @@ def _check(stats: RunStats, paths: dict[str, Path], processed: np.ndarray,
     h5 = pd.read_hdf(paths["poses_h5"])
     if not np.array_equal(h5.index.to_numpy(), frames):
         problems.append(f"pose .h5 has {len(h5)} rows, timing table {len(frames)}: differ")
-    if len(h5) != stats.frames - stats.recorder_dropped:
+    if len(h5) != stats.frames - recorder_dropped:
         problems.append(f"{len(h5)} poses recorded for {stats.frames} frames processed "
-                        f"({stats.recorder_dropped} dropped by the recorder)")
+                        f"({recorder_dropped} dropped by the recorder)")
     # Every captured frame is processed or dropped for a counted reason.
     last = int(frames[-1]) if len(frames) else -1
     after_last = stats.captured - (last + 1)  # captured after the last processed frame
@@ -292,9 +299,9 @@ def _check(stats: RunStats, paths: dict[str, Path], processed: np.ndarray,
     if pending not in (0, 1):
         problems.append(f"timing table counts {camera_in_table} camera drops, the grab thread "
                         f"{stats.camera_dropped} ({after_last} captured after the last frame)")
-    if lost_in_table > stats.recorder_dropped:
+    if lost_in_table > recorder_dropped:
         problems.append(f"timing table counts {lost_in_table} recorder losses, the recorder "
-                        f"{stats.recorder_dropped}")
+                        f"{recorder_dropped}")
     if stats.frames + stats.camera_dropped not in (stats.captured, stats.captured - 1):
         problems.append(f"captured {stats.captured} != processed {stats.frames} + dropped "
                         f"{stats.camera_dropped} (+ one pending at the stop)")
@@ -310,8 +317,8 @@ def _check(stats: RunStats, paths: dict[str, Path], processed: np.ndarray,
     stage_ms = _stage_table(timing)
     return SoakReport(
         stats=stats, duration_s=duration_s, fps=fps, recorded=len(frames),
-        dropped={"camera": stats.camera_dropped, "recorder": stats.recorder_dropped,
-                 "stream": stats.stream_dropped, "device": stats.device_dropped},
+        dropped={"camera": stats.camera_dropped, "recorder": recorder_dropped,
+                 "stream": stats.sink_dropped.get("stream", 0), "device": stats.device_dropped},
         stage_ms=stage_ms, rss_mb=samples, rss_warm_mb=base, rss_growth=growth,
         poses_sent=0, poses_received=0, commands_sent=0, commands_received=0,
         record_dir=paths["timing_csv"].parent, problems=problems,

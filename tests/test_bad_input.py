@@ -323,4 +323,4 @@ def test_a_wrong_frame_is_a_frame_error_naming_the_frame(engine, shape: list[int
         assert f"frame {index}" in str(e), e
     else:
         assert image_like and big_enough, shape
-        assert pose.frame_index == index and pose.data.shape == (4, 3)
+        assert pose.frame_index == index and pose.points.shape == (1, 4, 3)

@@ -86,7 +86,7 @@ def test_device_vanishes_and_returns_without_stopping_the_loop(synthetic_onnx: P
 
         with engine:
             stats = engine.run(on_pose=unplug)
-            device = engine.devices["stim"]
+            device = engine.actuators["stim"]
             assert emulator.wait_for(1, timeout=2.0)
         after = len(emulator.received)
     assert stats.stopped_by == "end of stream"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,11 @@ def both(scoremap: np.ndarray, locref: np.ndarray, mode: str,
     k = scoremap.shape[-3]
     outs = []
     for use_numba in (True, False):
-        decoder = PeakDecoder((spec, mode), use_numba=use_numba)
+        decoder = PeakDecoder(replace(spec, likelihood=mode), use_numba=use_numba, k=k)
         decoder.warmup()
-        outs.append(decoder.decode(scoremap, locref, np.full((k, 3), -7.0, np.float32)))
+        out = decoder.decode((scoremap, locref), np.full((1, k, 3), -7.0, np.float32))
+        assert out.shape == (1, k, 3)
+        outs.append(out[0])
     return outs[0], outs[1]
 
 
@@ -144,7 +147,7 @@ def test_batch_of_one_is_decoded_without_copying() -> None:
     rng = np.random.default_rng(5)
     scoremap, locref = random_maps(rng, 4, 30, 40)
     batched_s, batched_l = scoremap[None].copy(), locref[None].copy()
-    decoder = PeakDecoder((SPEC, "sigmoid"))
+    decoder = PeakDecoder(SPEC, k=4)
     seen = []
 
     def spy(s, lr, *args):
@@ -152,9 +155,9 @@ def test_batch_of_one_is_decoded_without_copying() -> None:
         return decode_peaks(s, lr, *args)
 
     decoder._kernel = spy
-    out = decoder.decode(batched_s, batched_l, np.empty((4, 3), np.float32))
+    out = decoder.decode((batched_s, batched_l), np.empty((1, 4, 3), np.float32))
     assert seen == [True]
-    np.testing.assert_array_equal(out, both(scoremap, locref, "sigmoid")[0])
+    np.testing.assert_array_equal(out[0], both(scoremap, locref, "sigmoid")[0])
 
 
 def test_other_dtypes_are_converted() -> None:
@@ -176,17 +179,20 @@ def test_model_spec_and_bad_inputs() -> None:
     assert decoder.mode == MODES["clip"]
     s = np.zeros((2, 3, 3), np.float32)
     lr = np.zeros((4, 3, 3), np.float32)
-    out = np.empty((2, 3), np.float32)
+    out = np.empty((1, 2, 3), np.float32)
+    assert decoder.shape == (1, 2, 3)
     with pytest.raises(ModelError, match="batch of 2"):
-        decoder.decode(np.stack([s, s]), np.stack([lr, lr]), out)
+        decoder.decode((np.stack([s, s]), np.stack([lr, lr])), out)
     with pytest.raises(ModelError, match="locref must be 2K"):
-        decoder.decode(s, lr[:3], out)
+        decoder.decode((s, lr[:3]), out)
     with pytest.raises(ModelError, match="K x h x w"):
-        decoder.decode(s[0], lr, out)
+        decoder.decode((s[0], lr), out)
     with pytest.raises(ValueError, match="out must be"):
-        decoder.decode(s, lr, np.empty((2, 3), np.float64))
+        decoder.decode((s, lr), np.empty((1, 2, 3), np.float64))
+    with pytest.raises(ValueError, match="out must be"):
+        decoder.decode((s, lr), np.empty((2, 3), np.float32))
     with pytest.raises(ModelError, match="likelihood mode"):
-        PeakDecoder((SPEC, "softmax"))
+        PeakDecoder(replace(SPEC, likelihood="softmax"), k=2)
 
 
 def test_kernels_share_one_signature() -> None:

@@ -33,7 +33,7 @@ def test_live_run_records_every_processed_frame(synthetic_onnx: Path, tmp_path: 
         stats = engine.run()
     assert stats.stopped_by == "end of stream"
     assert stats.frames > 0 and stats.frames + stats.camera_dropped == 60
-    paths = engine.recorder.paths
+    paths = engine.sink("recorder").paths
     poses = pd.read_hdf(paths["poses_h5"])
     assert len(poses) == stats.frames
     assert list(poses.columns.names) == ["scorer", "bodyparts", "coords"]
@@ -50,7 +50,8 @@ def test_step_api_and_bad_frames(synthetic_onnx: Path, tmp_path: Path) -> None:
     with engine:
         image = np.zeros((240, 320, 3), np.uint8)
         pose = engine.step(Frame(image, 7, 123))
-        assert pose.data.shape == (4, 3) and pose.frame_index == 7
+        assert pose.points.shape == (1, 4, 3) and pose.frame_index == 7
+        assert pose.ids.tolist() == [0] and pose.camera == 0
         assert set(pose.timings) >= {"grab", "infer", "decode", "publish"}
         with pytest.raises(FrameError, match="frame 8"):
             engine.step(Frame(image.astype(np.float32), 8, 124))

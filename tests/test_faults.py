@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from poseloop.closed_loop import free_endpoint
+from poseloop.closed_loop import ANY_PORT, bound_endpoint
 from poseloop.hardware.emulator import DeviceEmulator
 from poseloop.realtime.cameras import SyntheticCamera
 from poseloop.realtime.engine import Engine
@@ -118,12 +118,12 @@ while True:
 
 def test_subscriber_crash_is_survived_and_a_new_one_is_served(synthetic_onnx: Path,
                                                               tmp_path: Path) -> None:
-    endpoint = free_endpoint()
     with DeviceEmulator() as emulator:
-        cfg = _config(synthetic_onnx, tmp_path, emulator.port, stream={"endpoint": endpoint})
+        cfg = _config(synthetic_onnx, tmp_path, emulator.port, stream={"endpoint": ANY_PORT})
         cfg["camera"]["frames"] = 500
         engine = Engine.from_config(cfg)
         with engine:
+            endpoint = bound_endpoint(engine)
             result = {}
             loop = threading.Thread(target=lambda: result.update(stats=engine.run()))
             crashing = subprocess.Popen([sys.executable, "-c", _SUBSCRIBER, endpoint],
@@ -145,7 +145,7 @@ def test_subscriber_crash_is_survived_and_a_new_one_is_served(synthetic_onnx: Pa
     stats = result["stats"]
     assert stats.stopped_by == "end of stream" and not stats.errors
     assert len(got) > 10 and got == sorted(got)  # the new subscriber is served
-    assert engine.publisher.sent["pose"] == stats.frames  # every pose was published
+    assert engine.sink("stream").sent["pose"] == stats.frames  # every pose was published
     poses, _ = _recorded(tmp_path)
     assert len(poses) == stats.frames
 

@@ -10,7 +10,7 @@ import pytest
 
 from poseloop.errors import ConfigError, FrameError
 from poseloop.modelspec import ModelSpec
-from poseloop.realtime.preprocess import ALIGN, Preprocessor
+from poseloop.realtime.preprocess import ALIGN, PreprocessConfig, Preprocessor
 from poseloop.realtime.types import Frame, FrameTransform
 from poseloop.training.augment import resize_for_inference
 
@@ -180,7 +180,7 @@ def test_static_crop_is_checked_against_the_frame() -> None:
 @pytest.mark.parametrize("kwargs", [
     {"crop": (100, 50, 0, 10)}, {"crop": (-1, 50, 0, 10)}, {"crop": (0, 10, 5, 5)},
     {"crop": (0, 10, 5)}, {"resize": 0}, {"input_scale": -1.0}, {"input_order": "GRB"},
-    {"dynamic": (True, 0.5, -3.0)},
+    {"dynamic": (0.5, -3.0)},
 ])
 def test_bad_settings(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
@@ -190,8 +190,22 @@ def test_bad_settings(kwargs: dict) -> None:
 def test_from_spec() -> None:
     spec = ModelSpec(bodyparts=["a"], skeleton=[], stride=8, offset=4, locref_stdev=7.2801,
                      likelihood="sigmoid", input_order="RGB", input_scale=0.5)
-    pre = Preprocessor.from_spec(spec, resize=0.5)
-    assert pre.input_order == "RGB" and pre.scale == 0.25
+    pre = Preprocessor.from_spec(spec, PreprocessConfig(resize=0.5))
+    assert pre.input_order == "RGB" and pre.scale == 0.25 and pre.dynamic is None
+    # the config's defaults are the ones that hold (margin 20 px, the model's pcutoff)
+    pre = Preprocessor.from_spec(spec, PreprocessConfig(dynamic=True))
+    assert pre.dynamic == (spec.pcutoff, PreprocessConfig().dynamic_margin) == (0.6, 20.0)
+
+
+def test_dynamic_crop_covers_every_individual() -> None:
+    pre = Preprocessor(dynamic=(0.5, 0.0))
+    two = np.array([[[100.0, 100.0, 0.9], [120.0, 110.0, 0.9]],
+                    [[400.0, 300.0, 0.9], [420.0, 310.0, 0.1]]], np.float32)
+    pre.update(two)
+    _, t = pre.preprocess(frame(np.zeros((H, W, 3), np.uint8)))
+    assert t.x0 <= 100 and t.y0 <= 100
+    image, t = pre.preprocess(frame(np.zeros((H, W, 3), np.uint8)))
+    assert t.x0 + image.shape[2] / t.sx >= 401 and t.y0 + image.shape[1] / t.sy >= 301
 
 
 def pose(points: list[tuple[float, float, float]]) -> np.ndarray:
@@ -201,7 +215,7 @@ def pose(points: list[tuple[float, float, float]]) -> np.ndarray:
 @pytest.mark.parametrize("resize", [1.0, 0.5, 0.8])
 def test_dynamic_crop_follows_the_confident_bodyparts(resize: float) -> None:
     margin = 20.0
-    pre = Preprocessor(resize=resize, dynamic=(True, 0.6, margin))
+    pre = Preprocessor(resize=resize, dynamic=(0.6, margin))
     full = np.zeros((H, W, 3), np.uint8)
     image, t = pre.preprocess(frame(full))
     assert image.shape == (1, round(H * resize), round(W * resize), 3)  # no pose yet
@@ -228,19 +242,19 @@ def test_dynamic_crop_follows_the_confident_bodyparts(resize: float) -> None:
 
 
 def test_dynamic_crop_is_clipped_to_the_frame_and_static_crop() -> None:
-    pre = Preprocessor(dynamic=(True, 0.5, 30.0))
+    pre = Preprocessor(dynamic=(0.5, 30.0))
     full = np.zeros((H, W, 3), np.uint8)
     pre.update(pose([(5.0, 470.0, 0.9)]))
     image, t = pre.preprocess(frame(full))
     assert t.x0 == 0 and t.y0 + image.shape[1] == H
     assert image.shape[1] % ALIGN == 0 and image.shape[2] % ALIGN == 0
-    pre = Preprocessor(crop=(100, 400, 100, 300), dynamic=(True, 0.5, 30.0))
+    pre = Preprocessor(crop=(100, 400, 100, 300), dynamic=(0.5, 30.0))
     pre.update(pose([(110.0, 290.0, 0.9), (390.0, 110.0, 0.9)]))
     image, t = pre.preprocess(frame(full))
     assert (t.x0, t.y0, image.shape[2], image.shape[1]) == (100, 100, 300, 200)  # whole crop
     pre.update(pose([(500.0, 400.0, 0.9)]))  # outside the static crop: use all of it
     image, t = pre.preprocess(frame(full))
     assert (t.x0, t.y0, image.shape[2], image.shape[1]) == (100, 100, 300, 200)
-    off = Preprocessor(dynamic=(False, 0.5, 30.0))
+    off = Preprocessor(dynamic=None)
     off.update(pose([(5.0, 470.0, 0.9)]))
     assert off.preprocess(frame(full))[0].shape == (1, H, W, 3)

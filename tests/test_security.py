@@ -14,9 +14,9 @@ import pytest
 from poseloop.config import TrainConfig, load_yaml
 from poseloop.errors import ConfigError, ModelError, ProjectError, WeightsError
 from poseloop.realtime.engine_config import EngineConfig, load_engine_config
+from poseloop.realtime.types import CameraInfo, Session
 from poseloop.stream.config import DEFAULT_ENDPOINT, StreamConfig
 from poseloop.stream.publisher import PosePublisher
-from poseloop.stream.wire import Meta
 
 
 def _other_address() -> str:
@@ -33,15 +33,14 @@ def _other_address() -> str:
 
 
 def test_the_default_stream_is_reachable_from_this_host_only() -> None:
-    assert StreamConfig().endpoint == DEFAULT_ENDPOINT == load_engine_config(
-        {"stream": {}}).stream.endpoint
+    section = load_engine_config({"stream": {}}).sinks["stream"]
+    assert isinstance(section, StreamConfig)
+    assert StreamConfig().endpoint == DEFAULT_ENDPOINT == section.endpoint
     other = _other_address()
-    with socket.socket() as s:  # a free port for the test
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = StreamConfig(endpoint=f"tcp://127.0.0.1:{port}")
-    publisher = PosePublisher.from_config(config, Meta(["snout"], [], "model.onnx", (64, 48)))
+    publisher = PosePublisher(StreamConfig(endpoint="tcp://127.0.0.1:*"))
     try:
+        publisher.open(Session(bodyparts=("snout",), cameras=(CameraInfo(64, 48, 30.0),)))
+        port = int(publisher.endpoint.rsplit(":", 1)[1])
         with socket.create_connection(("127.0.0.1", port), timeout=2):
             pass  # loopback: open
         with pytest.raises(OSError), socket.create_connection((other, port), timeout=2):
@@ -55,7 +54,8 @@ def test_a_network_endpoint_needs_keys_or_explicit_consent() -> None:
         load_engine_config({"stream": {"endpoint": "tcp://0.0.0.0:5555"}})
     cfg = load_engine_config({"stream": {"endpoint": "tcp://0.0.0.0:5555",
                                          "allow_insecure": True}})
-    assert cfg.stream.allow_insecure
+    section = cfg.sinks["stream"]
+    assert isinstance(section, StreamConfig) and section.allow_insecure
 
 
 UNSAFE = "!!python/object/apply:os.system ['touch {marker}']\n"

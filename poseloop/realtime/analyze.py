@@ -2,7 +2,7 @@
 
 Unlike the live loop (newest frame wins), analysis reads each video frame in order and
 drops none; poses go to DeepLabCut-layout .h5/.csv files (plus the timing table) through
-the same Recorder the live engine uses.
+the same recorder sink the live engine uses.
 """
 
 from __future__ import annotations
@@ -11,9 +11,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from poseloop.realtime.builder import build_engine
 from poseloop.realtime.cameras import OpenCVCamera
-from poseloop.realtime.engine import Engine, RunStats
-from poseloop.realtime.engine_config import EngineConfig, RecordConfig, RunnerConfig
+from poseloop.realtime.engine import RunStats
+from poseloop.realtime.engine_config import EngineConfig
+from poseloop.realtime.recorder import Recorder
+from poseloop.realtime.runner import RunnerConfig
 
 
 def analyze_video(model: str | Path, video: str | Path, out: str | Path | None = None,
@@ -23,18 +26,18 @@ def analyze_video(model: str | Path, video: str | Path, out: str | Path | None =
     video = Path(video)
     out = Path(out) if out else video.parent
     camera = OpenCVCamera(video)
-    camera.open()  # opened here: CameraError for an unreadable file before any work
-    cfg = EngineConfig(
-        model=str(model), runner=runner or RunnerConfig(),
-        record=RecordConfig(dir=str(out), name=video.stem, queue_size=1 << 16,
-                            if_exists="overwrite"),
-    )
-    engine = Engine(cfg, model, camera=camera)
-    total = camera.frame_count
-    if max_frames is not None:
-        total = min(max_frames, total or max_frames)
-    try:
-        engine.open(frame_size=(camera.width, camera.height))
+    cfg = EngineConfig.model_validate({
+        "model": str(model), "runner": runner or RunnerConfig(),
+        "record": {"dir": str(out), "name": video.stem, "queue_size": 1 << 16,
+                   "if_exists": "overwrite"},
+    })
+    engine = build_engine(cfg, camera=camera)
+    recorder = engine.sink("recorder")
+    assert isinstance(recorder, Recorder)
+    with engine:  # opens the camera: CameraError for an unreadable file before any work
+        total = camera.frame_count
+        if max_frames is not None:
+            total = min(max_frames, total or max_frames)
         with tqdm(total=total, desc=video.name, unit="frame", disable=not progress) as bar:
             while max_frames is None or engine.stats.frames < max_frames:
                 frame = camera.read()
@@ -42,9 +45,4 @@ def analyze_video(model: str | Path, video: str | Path, out: str | Path | None =
                     break
                 engine.step(frame)
                 bar.update(1)
-    finally:
-        camera.close()
-        engine.close()
-    recorder = engine.recorder
-    engine.stats.recorder_dropped = recorder.dropped if recorder is not None else 0
-    return (dict(recorder.paths) if recorder is not None else {}), engine.stats
+    return dict(recorder.paths), engine.stats

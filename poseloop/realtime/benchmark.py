@@ -20,9 +20,11 @@ import cv2
 import numpy as np
 
 from poseloop.realtime.cameras import OpenCVCamera, Pacer
+from poseloop.realtime.builder import build_engine
 from poseloop.realtime.engine import Engine, RunStats
-from poseloop.realtime.engine_config import EngineConfig, RunnerConfig
-from poseloop.realtime.types import Frame, Pose
+from poseloop.realtime.engine_config import EngineConfig
+from poseloop.realtime.runner import RunnerConfig
+from poseloop.realtime.types import CameraInfo, Frame, Pose
 from poseloop.synthetic import SyntheticScene
 
 #: Reported stages: name -> (start stamp, end stamp); "capture" is Frame.t_capture_ns.
@@ -49,9 +51,10 @@ class ReplayCamera:
         self._pacer: Pacer | None = None
         self._index = 0
 
-    def open(self) -> None:
+    def open(self) -> CameraInfo:
         self._index = 0
         self._pacer = Pacer(self.fps)
+        return CameraInfo(self.width, self.height, self.fps)
 
     def read(self, out: np.ndarray | None = None) -> Frame | None:
         if self.frames is not None and self._index >= self.frames:
@@ -118,9 +121,8 @@ def bench_size(model: str | Path, size: tuple[int, int], frames: int, video: str
                runner: RunnerConfig) -> SizeResult:
     """Run the loop on ``frames`` frames at ``size`` and summarise the stamps."""
     images = source_frames(size, video)
-    probe = Engine(EngineConfig(model=str(model), runner=runner), model,
-                   camera=ReplayCamera(images, 1000.0))
-    probe.open(frame_size=size)
+    probe = _engine(model, runner, ReplayCamera(images, 1000.0))
+    probe.open()
     t0 = time.perf_counter()
     for i in range(20):
         probe.step(Frame(images[i % len(images)], i, time.perf_counter_ns()))
@@ -141,12 +143,15 @@ def bench_size(model: str | Path, size: tuple[int, int], frames: int, video: str
     )
 
 
+def _engine(model: str | Path, runner: RunnerConfig, camera: ReplayCamera) -> Engine:
+    return build_engine(EngineConfig(model=str(model), runner=runner), camera)
+
+
 def _timed_run(model: str | Path, runner: RunnerConfig, images: list[np.ndarray],
                size: tuple[int, int], camera_fps: float, frames: int
                ) -> tuple[np.ndarray, RunStats]:
     """Run ``frames`` frames from a replay camera at ``camera_fps``; stamps per frame."""
-    engine = Engine(EngineConfig(model=str(model), runner=runner), model,
-                    camera=ReplayCamera(images, camera_fps))
+    engine = _engine(model, runner, ReplayCamera(images, camera_fps))
     stamps = np.zeros((frames, len(STAMPS)), np.int64)
     count = 0
 

@@ -1,4 +1,4 @@
-"""Peak decoding of one image's scoremap + locref into a K x 3 pose, without allocating.
+"""Peak decoding of one image's scoremap + locref into a 1 x K x 3 pose, without allocating.
 
 ``decode_peaks`` is the numba kernel the live loop runs; ``decode_peaks_numpy`` is its
 plain-numpy twin, built on :meth:`HeatmapSpec.decode`, that the tests hold it to. Both take
@@ -18,17 +18,22 @@ unseen. (``np.argmax`` returns the first NaN, so the numpy twin agrees.)
 
 from __future__ import annotations
 
+import importlib
 import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from numba import njit
 
 from poseloop.errors import ModelError
-from poseloop.heatmap import HeatmapSpec
+from poseloop.heatmap import LIKELIHOOD_MODES, HeatmapSpec
 from poseloop.modelspec import ModelSpec
+from poseloop.realtime.types import Decoder
+from poseloop.registry import Registry
 
-#: Likelihood modes as the kernel's integer argument.
-MODES = {"sigmoid": 0, "clip": 1, "raw": 2}
+#: Likelihood modes (``HeatmapSpec.likelihood``) as the kernel's integer argument.
+MODES = {name: i for i, name in enumerate(LIKELIHOOD_MODES)}
+_MODE_NAMES = dict(enumerate(LIKELIHOOD_MODES))
 
 # The argmax works on the int32 / uint32 views of the float32 map: max/min reductions over
 # integers vectorise, float ones do not (NaN semantics). Non-negative floats order like their
@@ -128,38 +133,58 @@ def decode_peaks_numpy(
     out: np.ndarray,
 ) -> np.ndarray:
     """The plain-numpy twin of :func:`decode_peaks` (same arguments, same result)."""
-    spec = HeatmapSpec(stride=stride, offset=offset, locref_stdev=locref_stdev)
+    spec = HeatmapSpec(stride=stride, offset=offset, locref_stdev=locref_stdev,
+                       likelihood=_MODE_NAMES[mode])
     xy, peak = spec.decode(scoremap, locref)
-    p = peak.astype(np.float64)
-    if mode == 0:
-        with np.errstate(over="ignore"):
-            p = 1.0 / (1.0 + np.exp(-p))
-    elif mode == 1:
-        p = np.clip(p, 0.0, 1.0)
     out[:, :2] = xy
-    out[:, 2] = p
+    out[:, 2] = spec.likelihood_of(peak)
     out[np.isnan(peak)] = np.nan
     return out
 
 
-class PeakDecoder:
-    """The live loop's decoder: network outputs of one image -> K x 3 pose in ``out``.
+#: Decoder kinds by ``ModelSpec.decoder``: name -> factory(spec) -> Decoder. A decoder for
+#: another kind of model is one file that registers itself here (and is listed in BUILTIN).
+DECODERS: Registry[Callable[[ModelSpec], Decoder]] = Registry("decoder")
+BUILTIN = ("poseloop.realtime.decoder",)
 
-    spec: a ModelSpec, or (HeatmapSpec, likelihood mode). use_numba=False runs the numpy
-    twin (for comparison; same results). Outputs may carry a leading batch dimension of 1
-    (ORT's N=1 outputs), which is dropped without copying; float32 C-contiguous maps are
-    used as they are, anything else is converted once per call.
+
+def make_decoder(spec: ModelSpec) -> Decoder:
+    """The decoder of a model's outputs (ConfigError naming the kind if none is registered)."""
+    for module in BUILTIN:
+        importlib.import_module(module)
+    if spec.decoder not in DECODERS:
+        raise ModelError(f"no decoder for {spec.decoder} models in this poseloop (known: "
+                         f"{', '.join(DECODERS.names())})")
+    return DECODERS[spec.decoder].factory(spec)
+
+
+@DECODERS.register("single_animal")
+class PeakDecoder:
+    """The single-animal decoder: network outputs of one image -> 1 x K x 3 points in ``out``.
+
+    spec: a ModelSpec, or a HeatmapSpec (its ``likelihood`` mode included) and ``k``
+    bodyparts. use_numba=False runs the numpy twin (for
+    comparison; same results). Outputs (scoremap, locref, ...) may carry a leading batch
+    dimension of 1 (ORT's N=1 outputs), which is dropped without copying; float32
+    C-contiguous maps are used as they are, anything else is converted once per call.
     """
 
-    def __init__(self, spec: ModelSpec | tuple[HeatmapSpec, str], use_numba: bool = True):
-        heat, mode = (spec.heatmap_spec(), spec.likelihood) if isinstance(spec, ModelSpec) \
-            else spec
-        if mode not in MODES:
-            raise ModelError(f"likelihood mode must be one of {tuple(MODES)}, got {mode!r}")
+    def __init__(self, spec: ModelSpec | HeatmapSpec, use_numba: bool = True,
+                 k: int | None = None):
+        heat = spec.heatmap_spec() if isinstance(spec, ModelSpec) else spec
+        if heat.likelihood not in MODES:
+            raise ModelError(f"likelihood mode must be one of {tuple(MODES)}, "
+                             f"got {heat.likelihood!r}")
+        if k is None:
+            if not isinstance(spec, ModelSpec):
+                raise TypeError("PeakDecoder(HeatmapSpec) needs k, the number of bodyparts")
+            k = len(spec.bodyparts)
+        #: The shape of the points this decoder writes: (1, K, 3).
+        self.shape: tuple[int, int, int] = (1, k, 3)
         self.stride = float(heat.stride)
         self.offset = float(heat.offset)
         self.locref_stdev = float(heat.locref_stdev)
-        self.mode = MODES[mode]
+        self.mode = MODES[heat.likelihood]
         self._kernel = decode_peaks if use_numba else decode_peaks_numpy
         self._checked: tuple | None = None
 
@@ -169,16 +194,18 @@ class PeakDecoder:
                      self.stride, self.offset, self.locref_stdev, self.mode,
                      np.empty((1, 3), np.float32))
 
-    def decode(self, scoremap: np.ndarray, locref: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Decode ([1 x] K x h x w scoremap, [1 x] 2K x h x w locref) into out (K x 3 float32)."""
+    def decode(self, outputs: Sequence[np.ndarray], out: np.ndarray) -> np.ndarray:
+        """Decode ([1 x] K x h x w scoremap, [1 x] 2K x h x w locref) into out (1 x K x 3)."""
+        scoremap, locref = outputs[0], outputs[1]
         key = (scoremap.shape, locref.shape, out.shape, out.dtype)
         if key != self._checked:
             _check_shapes(scoremap, locref, out)
             self._checked = key
         if scoremap.ndim == 4:
             scoremap, locref = scoremap[0], locref[0]
-        return self._kernel(_float32(scoremap), _float32(locref), self.stride, self.offset,
-                            self.locref_stdev, self.mode, out)
+        self._kernel(_float32(scoremap), _float32(locref), self.stride, self.offset,
+                     self.locref_stdev, self.mode, out[0])
+        return out
 
 
 def _float32(a: np.ndarray) -> np.ndarray:
@@ -204,7 +231,7 @@ def _check_shapes(scoremap: np.ndarray, locref: np.ndarray, out: np.ndarray) -> 
             f"locref must be 2K x h x w for scoremap K x h x w = {scoremap.shape[-3:]}, "
             f"got {locref.shape[-3:]}"
         )
-    if out.shape != (k, 3) or out.dtype != np.float32 or not out.flags.c_contiguous:
+    if out.shape != (1, k, 3) or out.dtype != np.float32 or not out.flags.c_contiguous:
         raise ValueError(
-            f"out must be a C-contiguous {k} x 3 float32 array, got {out.shape} {out.dtype}"
+            f"out must be a C-contiguous 1 x {k} x 3 float32 array, got {out.shape} {out.dtype}"
         )

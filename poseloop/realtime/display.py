@@ -1,8 +1,9 @@
-"""``--display``: a window with the newest frame and its pose drawn, off the loop thread.
+"""``display:`` (``--display``): a window with the newest frame and its poses drawn.
 
-The loop only copies the frame into a latest-wins slot; drawing and ``cv2.imshow`` run in
-a display thread, so a slow screen never delays a pose. Needs an OpenCV build with GUI
-support (``opencv-python``, not ``-headless``).
+A sink: the loop only copies the frame into a latest-wins slot (a replaced, undisplayed
+frame counts in ``dropped``); drawing and ``cv2.imshow`` run in a display thread, so a slow
+screen never delays a pose. Needs an OpenCV build with GUI support (``opencv-python``, not
+``-headless``).
 """
 
 from __future__ import annotations
@@ -12,54 +13,75 @@ import threading
 import cv2
 import numpy as np
 
+from pydantic import Field
+
+from poseloop.config import Strict
 from poseloop.errors import ConfigError
-from poseloop.modelspec import ModelSpec
-from poseloop.realtime.types import Frame, Pose
-
-WINDOW = "poseloop"
+from poseloop.realtime.sinks import SINKS
+from poseloop.realtime.types import ActionRecord, Frame, Pose, Session
 
 
-def draw_pose(image: np.ndarray, pose: np.ndarray, spec: ModelSpec) -> np.ndarray:
-    """Draw the skeleton and bodyparts (filled when likelihood >= pcutoff) onto ``image``."""
-    index = {name: i for i, name in enumerate(spec.bodyparts)}
+class DisplayConfig(Strict):
+    """A window on this machine's screen (``display: true`` in a config)."""
+
+    window: str = Field("poseloop", min_length=1, description="window title")
+
+
+def draw_pose(image: np.ndarray, points: np.ndarray, session: Session) -> np.ndarray:
+    """Draw every individual's skeleton and bodyparts (filled when likelihood >= pcutoff)
+    onto ``image``; points N x K x 3 (or K x 3)."""
+    index = {name: i for i, name in enumerate(session.bodyparts)}
     colors = cv2.applyColorMap(
         np.linspace(0, 255, max(len(index), 2)).astype(np.uint8)[:, None], cv2.COLORMAP_JET
     )[:, 0].tolist()
-    for a, b in spec.skeleton:
-        pa, pb = pose[index[a]], pose[index[b]]
-        if min(pa[2], pb[2]) >= spec.pcutoff:
-            cv2.line(image, (int(pa[0]), int(pa[1])), (int(pb[0]), int(pb[1])), (200, 200, 200), 1,
-                     cv2.LINE_AA)
-    for i, (x, y, p) in enumerate(pose):
-        if np.isfinite(x) and np.isfinite(y):
-            cv2.circle(image, (int(x), int(y)), 4, colors[i], -1 if p >= spec.pcutoff else 1,
-                       cv2.LINE_AA)
+    cutoff = session.pcutoff
+    for pose in points.reshape(-1, len(index), points.shape[-1]):
+        for a, b in session.skeleton:
+            pa, pb = pose[index[a]], pose[index[b]]
+            if min(pa[2], pb[2]) >= cutoff:
+                cv2.line(image, (int(pa[0]), int(pa[1])), (int(pb[0]), int(pb[1])),
+                         (200, 200, 200), 1, cv2.LINE_AA)
+        for i, (x, y, p) in enumerate(pose):
+            if np.isfinite(x) and np.isfinite(y):
+                cv2.circle(image, (int(x), int(y)), 4, colors[i], -1 if p >= cutoff else 1,
+                           cv2.LINE_AA)
     return image
 
 
+@SINKS.register("display", DisplayConfig)
 class Display:
-    """Callable as the engine's ``on_pose``: hands the newest frame to a display thread."""
+    """The display sink: hands the newest frame and its poses to a display thread."""
 
-    def __init__(self, spec: ModelSpec):
-        self.spec = spec
+    name = "display"
+    after_publish = True
+
+    def __init__(self, config: DisplayConfig) -> None:
+        self.config = config
+        self.dropped = 0
+        self.fatal: str | None = None
+        self._session: Session | None = None
         self._cond = threading.Condition()
         self._slot: tuple[np.ndarray, np.ndarray] | None = None
         self._buffers: list[np.ndarray] = []
         self._stop = False
-        self.error: str | None = None
+        self._thread: threading.Thread | None = None
+
+    def open(self, session: Session) -> None:
+        """Check that this OpenCV can show windows, and start the display thread."""
         try:
-            cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
-            cv2.destroyWindow(WINDOW)
+            cv2.namedWindow(self.config.window, cv2.WINDOW_NORMAL)
+            cv2.destroyWindow(self.config.window)
         except cv2.error as e:
             raise ConfigError(
                 "display: this OpenCV has no GUI support (opencv-python-headless); install "
                 "opencv-python instead, or run without --display"
             ) from e
+        self._session = session
         self._thread = threading.Thread(target=self._run, name="display", daemon=True)
         self._thread.start()
 
-    def __call__(self, pose: Pose, frame: Frame) -> None:
-        """Copy the frame and pose into the slot (the previous undisplayed one is replaced)."""
+    def pose(self, pose: Pose, frame: Frame) -> None:
+        """Copy the frame and poses into the slot (the previous undisplayed one is replaced)."""
         image = self._buffers.pop() if self._buffers else np.empty_like(frame.image)
         if image.shape != frame.image.shape:
             image = np.empty_like(frame.image)
@@ -67,19 +89,24 @@ class Display:
         with self._cond:
             if self._slot is not None:
                 self._buffers.append(self._slot[0])
-            self._slot = (image, pose.data.copy())
+                self.dropped += 1
+            self._slot = (image, pose.points)
             self._cond.notify()
 
+    def event(self, action: ActionRecord) -> None:
+        """Actions are not shown in the window."""
+
     def _run(self) -> None:
+        assert self._session is not None
         while True:
             with self._cond:
                 while self._slot is None and not self._stop:
                     self._cond.wait()
-                if self._stop:
+                if self._stop or self._slot is None:
                     break
-                image, pose = self._slot
+                image, points = self._slot
                 self._slot = None
-            cv2.imshow(WINDOW, draw_pose(image, pose, self.spec))
+            cv2.imshow(self.config.window, draw_pose(image, points, self._session))
             cv2.waitKey(1)
             self._buffers.append(image)
         cv2.destroyAllWindows()
@@ -89,4 +116,5 @@ class Display:
         with self._cond:
             self._stop = True
             self._cond.notify()
-        self._thread.join(1.0)
+        if self._thread is not None:
+            self._thread.join(1.0)

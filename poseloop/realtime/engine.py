@@ -1,64 +1,76 @@
-"""The live engine: wires camera, preprocess, runner, decoder, processors, rules, devices,
-stream and recorder from one EngineConfig. It holds no stage logic of its own.
+"""The live engine: composes the parts it is given and owns only the loop and the lifecycle.
 
-One grab thread keeps the newest frame; the loop thread runs every other stage without
-waiting on slow work (device writes and publishing never block; disk writes go through the
-recorder's queue). Use it from Python as::
+Parts (each behind a Protocol of :mod:`poseloop.realtime.types`): a camera, a preprocess, a
+runner, a decoder, an optional tracker, processors, rules, actuators (devices) and sinks
+(stream, recorder, LSL, display, ...). :mod:`poseloop.realtime.builder` makes them from an
+``EngineConfig``; tests and programs can pass their own. Use it from Python as::
 
     with Engine.from_config("configs/zone_trigger.yaml") as engine:
         stats = engine.run(max_frames=1000)
 
 or feed frames yourself with ``engine.step(frame)``.
+
+Lifecycle: :meth:`open` opens the actuators and the camera (whose reported size and frame
+rate reach the warm-up and every sink), opens the sinks and warms every stage up;
+:meth:`run` grabs in a thread (newest frame wins) and runs every other stage in the calling
+thread without waiting on slow work; :meth:`close` turns outputs off, closes the camera,
+flushes the sinks and lets the processors save.
 """
 
 from __future__ import annotations
 
-import gc
-import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import Field
 
+from poseloop.config import Strict
 from poseloop.errors import CameraError
-from poseloop.hardware.emulator import DeviceEmulator
-from poseloop.hardware.serial_device import SerialDevice
-from poseloop.realtime.cameras import GrabThread, make_camera
-from poseloop.realtime.decoder import PeakDecoder
-from poseloop.realtime.engine_config import (
-    EngineConfig,
-    KalmanConfig,
-    PythonProcessorConfig,
-    load_engine_config,
-    with_overrides,
+from poseloop.realtime.cameras import GrabThread
+from poseloop.realtime.processors import ProcessorChain
+from poseloop.realtime.types import (
+    ActionRecord,
+    Actuator,
+    Camera,
+    CameraInfo,
+    Decoder,
+    Frame,
+    Pose,
+    Preprocess,
+    RuleEvaluator,
+    Runner,
+    Session,
+    Sink,
+    Tracker,
 )
-from poseloop.realtime.preprocess import Preprocessor
-from poseloop.realtime.processors import KalmanPredictor, ProcessorChain, load_processor
-from poseloop.realtime.recorder import Recorder
-from poseloop.realtime.runner import OrtRunner
-from poseloop.realtime.types import Camera, Frame, Pose
-from poseloop.rules import Event, RuleSet
-from poseloop.stream.publisher import PosePublisher
-from poseloop.stream.wire import Meta
 
-log = logging.getLogger(__name__)
-#: A device ``port`` that starts an in-process DeviceEmulator instead of opening hardware.
-EMULATOR = "emulator"
 _now = time.perf_counter_ns
+
+
+class LoopConfig(Strict):
+    """When a run ends and how long a camera may stay silent (top level of the config)."""
+
+    camera_timeout_s: float = Field(2.0, gt=0, description="no frame for this long = error")
+    max_frames: int | None = Field(None, ge=1)
+    duration_s: float | None = Field(None, gt=0)
 
 
 @dataclass
 class RunStats:
-    """What a run did: frames processed and everything that was counted instead of waited on."""
+    """What a run did: frames processed and everything that was counted instead of waited on.
+
+    sink_dropped: per sink name (``stream``, ``recorder``, ...), what it could not take.
+    """
 
     frames: int = 0
     captured: int = 0
     camera_dropped: int = 0
-    recorder_dropped: int = 0
-    stream_dropped: int = 0
+    sink_dropped: dict[str, int] = field(default_factory=dict)
     device_dropped: int = 0
     events: int = 0
     seconds: float = 0.0
@@ -70,147 +82,147 @@ class RunStats:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
-def _processor(cfg: KalmanConfig | PythonProcessorConfig, pcutoff: float) -> Any:
-    if isinstance(cfg, KalmanConfig):
-        return KalmanPredictor(
-            latency_ms=cfg.latency_ms, order=cfg.order,
-            pcutoff=pcutoff if cfg.pcutoff is None else cfg.pcutoff,
-            measurement_noise=cfg.measurement_noise, process_noise=cfg.process_noise,
-            max_gap_ms=cfg.max_gap_ms,
-        )
-    return load_processor(cfg.target, cfg.kwargs)
+def _check(part: object, protocol: type, what: str) -> None:
+    if not isinstance(part, protocol):
+        raise TypeError(f"{what} {part!r} is not a {protocol.__name__} (see "
+                        f"poseloop.realtime.types.{protocol.__name__})")
 
 
 class Engine:
-    """Every stage of the live loop, built once from an EngineConfig."""
+    """The live loop over the parts it is given (see the module docstring).
 
-    def __init__(self, config: EngineConfig, model_path: str | Path,
-                 camera: Camera | None = None):
-        self.config = cfg = config
-        self._closed = False
-        self.runner = OrtRunner(
-            model_path, providers=cfg.runner.providers, allow_fallback=cfg.runner.allow_fallback,
-            intra_threads=cfg.runner.intra_threads, inter_threads=cfg.runner.inter_threads,
-            device_id=cfg.runner.device_id, trt_cache_dir=cfg.runner.trt_cache_dir,
-            trt_fp16=cfg.runner.trt_fp16,
-        )
-        self.spec = spec = self.runner.spec
-        self.model_path = Path(model_path)
-        pre = cfg.preprocess
-        self.preprocess = Preprocessor.from_spec(
-            spec, resize=pre.resize, crop=pre.crop,
-            dynamic=(pre.dynamic, spec.pcutoff if pre.dynamic_pcutoff is None
-                     else pre.dynamic_pcutoff, pre.dynamic_margin),
-        )
-        self.decoder = PeakDecoder(spec)
-        self.processors = ProcessorChain([_processor(p, spec.pcutoff) for p in cfg.processors])
-        # port "emulator": rehearse without hardware, against an in-process device emulator
-        self.emulators = {d.name: DeviceEmulator() for d in cfg.devices if d.port == EMULATOR}
-        self.devices = {
-            d.name: SerialDevice.from_config(
-                d.model_copy(update={"port": self.emulators[d.name].port})
-                if d.name in self.emulators else d)
-            for d in cfg.devices
-        }
-        self._device_list = tuple(self.devices.values())
-        self.rules = RuleSet.compile(
-            [r.model_dump(by_alias=True) for r in cfg.rules], spec.bodyparts, spec.pcutoff,
-            devices=set(self.devices),
-        )
-        self.camera = camera if camera is not None else make_camera(cfg.camera)
-        self.publisher: PosePublisher | None = None
-        self.recorder: Recorder | None = None
-        self._raw = np.empty((len(spec.bodyparts), 3), np.float32)
-        self._frame_size: tuple[int, int] = (0, 0)
+    session: the names of the pose axes, skeleton, model and scorer; its ``cameras`` are
+    filled in from the camera at :meth:`open`. limits: ``LoopConfig`` (an EngineConfig is
+    one). Sinks whose ``after_publish`` is True (the
+    recorder: it records every stage stamp) are handed each pose after the ``publish`` stamp,
+    the others (stream, LSL) before it.
+    """
+
+    def __init__(
+        self,
+        *,
+        camera: Camera,
+        preprocess: Preprocess,
+        runner: Runner,
+        decoder: Decoder,
+        session: Session,
+        tracker: Tracker | None = None,
+        processors: ProcessorChain | None = None,
+        rules: RuleEvaluator | None = None,
+        actuators: Sequence[Actuator] = (),
+        sinks: Sequence[Sink] = (),
+        limits: LoopConfig | None = None,
+        model_path: str | Path | None = None,
+    ) -> None:
+        for part, protocol, what in ((camera, Camera, "camera"), (preprocess, Preprocess,
+                                     "preprocess"), (runner, Runner, "runner"),
+                                     (decoder, Decoder, "decoder")):
+            _check(part, protocol, what)
+        if tracker is not None:
+            _check(tracker, Tracker, "tracker")
+        if rules is not None:
+            _check(rules, RuleEvaluator, "rules")
+        for actuator in actuators:
+            _check(actuator, Actuator, "actuator")
+        for sink in sinks:
+            _check(sink, Sink, "sink")
+        names = [a.name for a in actuators]
+        if len(set(names)) != len(names):
+            raise ValueError(f"actuator names must be unique, got {names}")
+        if tuple(decoder.shape[:2]) != session.shape[:2]:
+            raise ValueError(f"decoder writes {decoder.shape} points, the session names "
+                             f"{session.shape} (individuals x bodyparts x 3)")
+        self.camera, self.preprocess, self.runner, self.decoder = (
+            camera, preprocess, runner, decoder)
+        self.session = session
+        self.tracker = tracker
+        self.processors = processors if processors is not None else ProcessorChain([])
+        self.rules = rules
+        self.actuators: dict[str, Actuator] = {a.name: a for a in actuators}
+        self.sinks: tuple[Sink, ...] = tuple(sinks)
+        self.limits = limits if limits is not None else LoopConfig()
+        self.model_path = Path(model_path) if model_path is not None else None
+        self.camera_info: CameraInfo | None = None
+        self._live = tuple(s for s in sinks if not getattr(s, "after_publish", False))
+        self._late = tuple(s for s in sinks if getattr(s, "after_publish", False))
+        self._actuator_list = tuple(actuators)
+        self._has_processors = bool(self.processors.processors)
+        self._points = np.zeros(decoder.shape, np.float32)
+        self._ids = np.arange(decoder.shape[0], dtype=np.int64) if tracker is None \
+            else np.full(decoder.shape[0], -1, np.int64)
         self.stats = RunStats()
-        self.last_events: list[Event] = []
+        self.last_events: list = []
+        self._opened: list[Any] = []
+        self._camera_open = False
+        self._closed = False
         self._stop_requested = threading.Event()
-        self._frozen = False
         self._grab: GrabThread | None = None
 
     @classmethod
-    def from_config(cls, source: str | Path | dict | EngineConfig | None = None,
-                    camera: Camera | None = None, **overrides: Any) -> Engine:
-        """An Engine from a YAML path, a mapping or an EngineConfig, with field overrides.
+    def from_config(cls, source: Any = None, camera: Camera | None = None,
+                    **overrides: Any) -> Engine:
+        """An Engine from a YAML path, a mapping or an EngineConfig, with field overrides
+        (see :func:`poseloop.realtime.builder.build_engine`)."""
+        from poseloop.realtime.builder import build_engine
+        from poseloop.realtime.engine_config import load_engine_config, with_overrides
 
-        Without a ``model`` the demo's synthetic model is used (built once and cached).
-        """
         cfg = load_engine_config(source)
         if overrides:
             cfg = with_overrides(cfg, **overrides)
-        model = cfg.model
-        if model is None:
-            from poseloop.synthetic_model import synthetic_model
+        return build_engine(cfg, camera)
 
-            model = synthetic_model()
-        return cls(cfg, model, camera)
+    def sink(self, name: str) -> Sink | None:
+        """The sink called ``name`` (``stream``, ``recorder``, ``lsl``, ...), or None."""
+        return next((s for s in self.sinks if s.name == name), None)
 
     # -- lifecycle ------------------------------------------------------------------------
-    def open(self, frame_size: tuple[int, int] | None = None) -> Engine:
-        """Start devices, stream and recorder, and warm up every stage for ``frame_size``."""
-        for emulator in self.emulators.values():
-            emulator.start()
-        for device in self.devices.values():
-            device.open()
-        spec, cfg = self.spec, self.config
-        if frame_size is None:
-            frame_size = (getattr(self.camera, "width", None) or 640,
-                          getattr(self.camera, "height", None) or 480)
-        self._frame_size = frame_size
-        if cfg.stream is not None:
-            meta = Meta(bodyparts=list(spec.bodyparts), skeleton=list(spec.skeleton),
-                        model=self.model_path.name, image_size=frame_size)
-            self.publisher = PosePublisher.from_config(cfg.stream, meta)
-        if cfg.record.dir:
-            self.recorder = Recorder(
-                cfg.record.dir, spec.bodyparts, scorer=f"DLC_poseloop_{spec.backbone or 'model'}",
-                name=cfg.record.name, video=cfg.record.video,
-                video_fps=float(getattr(self.camera, "fps", None) or 30.0),
-                queue_size=cfg.record.queue_size, flush_s=cfg.record.flush_s,
-                if_exists=cfg.record.if_exists,
-            )
-        self.warmup(frame_size)
-        # Everything alive now lives as long as the run: move it out of the cyclic
-        # collector's sight, so full collections stay short and come often enough to free
-        # the recorder's short-lived pandas cycles (without this the memory climbed ~50
-        # bytes a frame between the rare full collections). Undone at close.
-        gc.freeze()
-        self._frozen = True
+    def open(self) -> Engine:
+        """Open actuators and the camera, open the sinks with the camera's real size and
+        frame rate, and warm every stage up for that size (outside any timing)."""
+        for actuator in self._actuator_list:
+            actuator.open()
+            self._opened.append(actuator)
+        self.camera_info = info = self.camera.open()
+        self._camera_open = True
+        self.session = replace(self.session, cameras=(info,))
+        for sink in self.sinks:
+            sink.open(self.session)
+            self._opened.append(sink)
+        self.warmup((info.width, info.height))
         return self
 
     def warmup(self, frame_size: tuple[int, int]) -> None:
-        """Compile and warm every stage on a blank frame, outside any timing."""
+        """Compile and warm every stage on a blank frame of (width, height), outside any timing."""
         w, h = frame_size
         blank = Frame(np.zeros((h, w, 3), np.uint8), -1, _now())
         image, _ = self.preprocess.preprocess(blank)
         self.runner.warmup((image.shape[1], image.shape[2]))
         self.decoder.warmup()
         self.processors.warmup()
-        scoremap, locref = self.runner.run(image)
-        self.decoder.decode(scoremap, locref, self._raw)
+        self.decoder.decode(self.runner.run(image), self._points)
 
     def close(self) -> None:
-        """Flush and close the recorder, stream and devices (device outputs turned off)."""
+        """Turn device outputs off, close the camera, flush and close every sink, and let the
+        processors save (DeepLabCut-Live's ``save``). Reaches every part even if one fails."""
         if self._closed:
             return
         self._closed = True
-        if self._frozen:
-            gc.unfreeze()
-            self._frozen = False
-        for device in self.devices.values():
+        steps: list[tuple[str, Callable[[], object]]] = [
+            (f"device {a.name}", a.close) for a in self._actuator_list if a in self._opened]
+        if self._camera_open:
+            steps.append(("camera", self.camera.close))
+        steps += [(f"{s.name}", s.close) for s in self.sinks if s in self._opened]
+        steps.append(("processors", self.processors.save))
+        for what, step in steps:
             try:
-                device.close()
+                step()
             except Exception as e:  # closing must reach every part
-                self.stats.errors.append(f"device {device.name}: {e}")
-        for emulator in self.emulators.values():
-            emulator.stop()
-        if self.publisher is not None:
-            self.publisher.close()
-        if self.recorder is not None:
-            self.recorder.close()
-            error = f"recorder: {self.recorder.error}"
-            if self.recorder.error and error not in self.stats.errors:
-                self.stats.errors.append(error)
+                self.stats.errors.append(f"{what}: {e}")
+        for sink in self.sinks:
+            fatal = sink.fatal
+            if fatal and f"{sink.name}: {fatal}" not in self.stats.errors:
+                self.stats.errors.append(f"{sink.name}: {fatal}")
+        self._count_drops()
 
     def __enter__(self) -> Engine:
         try:
@@ -224,55 +236,60 @@ class Engine:
 
     # -- the loop -------------------------------------------------------------------------
     def step(self, frame: Frame) -> Pose:
-        """Run one frame through every stage; returns its pose in full-frame pixels."""
+        """Run one frame through every stage; returns its poses in full-frame pixels.
+
+        The returned Pose owns its arrays (they are copies, not the loop's buffers).
+        """
         t_grab = _now()
         image, transform = self.preprocess.preprocess(frame)
         t_pre = _now()
-        scoremap, locref = self.runner.run(image)
+        outputs = self.runner.run(image)
         t_infer = _now()
-        raw = self.decoder.decode(scoremap, locref, self._raw)
-        transform.to_full(raw)
+        points = self.decoder.decode(outputs, self._points)
+        transform.to_full(points)
+        if self.tracker is not None:
+            self.tracker.update(points, self._ids, frame.t_capture_ns)
         t_decode = _now()
-        self.preprocess.update(raw)
-        if self.processors.processors:
-            data = self.processors.process(
-                raw, t_capture_ns=frame.t_capture_ns, latency_ns=_now() - frame.t_capture_ns,
-                frame_index=frame.index,
-            ).copy()
-        else:
-            data = raw.copy()
+        self.preprocess.update(points)
+        if self._has_processors:
+            points = self.processors.process(
+                points, t_capture_ns=frame.t_capture_ns,
+                latency_ns=_now() - frame.t_capture_ns, frame_index=frame.index,
+            )
+        data = points.copy()
         t_process = _now()
-        events = self.last_events = self.rules.evaluate(data, frame.t_capture_ns, frame.index)
-        if events:
-            self._fire(events)
-        for device in self._device_list:
-            device.keepalive()  # feeds the device watchdogs while the loop runs
+        if self.rules is not None:
+            events = self.last_events = self.rules.evaluate(data, frame.t_capture_ns,
+                                                             frame.index)
+            if events:
+                self._fire(events)
+        for actuator in self._actuator_list:
+            actuator.keepalive()  # feeds the device watchdogs while the loop runs
         t_rules = _now()
         pose = Pose(data, frame.index, frame.t_capture_ns, {
             "grab": t_grab, "preprocess": t_pre, "infer": t_infer, "decode": t_decode,
             "process": t_process, "rules": t_rules,
-        })
-        if self.publisher is not None:
-            self.publisher.send(pose)
+        }, self._ids.copy(), None, frame.camera)
+        for sink in self._live:
+            sink.pose(pose, frame)
         pose.timings["publish"] = _now()
-        if self.recorder is not None:
-            self.recorder.submit(pose, frame)
+        for sink in self._late:
+            sink.pose(pose, frame)
         self.stats.frames += 1
         return pose
 
-    def _fire(self, events: list[Event]) -> None:
-        """Carry out fired rules' actions: device writes (non-blocking), stream, recorder."""
+    def _fire(self, events: list) -> None:
+        """Carry out fired rules' actions (non-blocking device writes) and tell the sinks."""
         for event in events:
             self.stats.events += 1
             for action in event.actions:
                 raw = action.raw
-                self.devices[action.device].send(raw if raw is not None else action.command)
+                self.actuators[action.device].send(raw if raw is not None else action.command)
                 text = action.command if raw is None else raw.hex()
-                label = f"{action.device}:{text}"
-                if self.publisher is not None:
-                    self.publisher.send_event(event.frame_index, event.rule, label, _now())
-                if self.recorder is not None:
-                    self.recorder.submit_event(event.frame_index, event.rule, label, _now())
+                record = ActionRecord(event.frame_index, event.rule, f"{action.device}:{text}",
+                                      _now())
+                for sink in self.sinks:
+                    sink.event(record)
 
     def stop(self) -> None:
         """Ask :meth:`run` to stop after the frame in hand (thread- and signal-safe): the
@@ -283,15 +300,12 @@ class Engine:
             grab.interrupt()
 
     def run(self, max_frames: int | None = None, duration_s: float | None = None,
-            on_pose: Any = None) -> RunStats:
-        """Grab and process frames until the camera ends, a limit is hit, or Ctrl-C.
-
-        ``on_pose(pose, frame)`` (optional) is called after each frame, e.g. for display.
-        """
-        cfg = self.config
-        max_frames = cfg.max_frames if max_frames is None else max_frames
-        duration_s = cfg.duration_s if duration_s is None else duration_s
-        grab = self._grab = GrabThread(self.camera, cfg.camera_timeout_s).start()
+            on_pose: Callable[[Pose, Frame], object] | None = None) -> RunStats:
+        """Grab and process frames until the camera ends, a limit is hit, a sink fails
+        fatally, or Ctrl-C. ``on_pose(pose, frame)`` (optional) is called after each frame."""
+        max_frames = self.limits.max_frames if max_frames is None else max_frames
+        duration_s = self.limits.duration_s if duration_s is None else duration_s
+        grab = self._grab = GrabThread(self.camera, self.limits.camera_timeout_s).start()
         t0 = time.monotonic()
         stats = self.stats
         try:
@@ -313,11 +327,11 @@ class Engine:
                 pose = self.step(frame)
                 if on_pose is not None:
                     on_pose(pose, frame)
-                if self.recorder is not None and self.recorder.error:
-                    if cfg.record.on_error == "stop":
-                        stats.stopped_by = "recorder error"
-                        stats.errors.append(f"recorder: {self.recorder.error}")
-                        break
+                failed = next((s for s in self.sinks if s.fatal), None)
+                if failed is not None:
+                    stats.stopped_by = f"{failed.name} error"
+                    stats.errors.append(f"{failed.name}: {failed.fatal}")
+                    break
         except CameraError as e:
             stats.stopped_by = "camera error"
             stats.errors.append(str(e))
@@ -325,7 +339,8 @@ class Engine:
             stats.stopped_by = "interrupted"
         finally:
             self._grab = None
-            grab.stop()
+            if not grab.stop():  # stuck in read(): the camera cannot be closed safely
+                self._camera_open = False
             stats.seconds = time.monotonic() - t0
             stats.captured = grab.grabbed
             stats.camera_dropped = grab.dropped
@@ -334,6 +349,5 @@ class Engine:
 
     def _count_drops(self) -> None:
         s = self.stats
-        s.recorder_dropped = self.recorder.dropped if self.recorder is not None else 0
-        s.stream_dropped = sum(self.publisher.dropped.values()) if self.publisher else 0
-        s.device_dropped = sum(d.counters.dropped for d in self.devices.values())
+        s.sink_dropped = {sink.name: sink.dropped for sink in self.sinks}
+        s.device_dropped = sum(a.dropped for a in self._actuator_list)

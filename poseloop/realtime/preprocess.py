@@ -18,6 +18,9 @@ import math
 import cv2
 import numpy as np
 
+from pydantic import Field
+
+from poseloop.config import Strict
 from poseloop.errors import ConfigError, FrameError
 from poseloop.modelspec import INPUT_ORDERS, ModelSpec
 from poseloop.realtime.types import Frame, FrameTransform
@@ -39,15 +42,29 @@ _CONVERSIONS = {
 }
 
 
+class PreprocessConfig(Strict):
+    """Frame -> network input: static crop, extra resize, dynamic crop around the animal."""
+
+    resize: float = Field(1.0, gt=0, le=4, description="extra factor on the model's scale")
+    crop: tuple[int, int, int, int] | None = Field(None, description="x1, x2, y1, y2 in px")
+    dynamic: bool = Field(False, description="crop around the last confident pose")
+    dynamic_pcutoff: float | None = Field(None, ge=0, le=1, description="None = model pcutoff")
+    dynamic_margin: float = Field(20.0, ge=0, description="pixels around the bodyparts")
+
+
 class Preprocessor:
     """Turns a Frame into the graph input and the transform that maps poses back.
 
     input_order, input_scale: from the model (see :meth:`from_spec`).
     resize: an extra factor on top of ``input_scale`` (e.g. 0.5 for speed).
     crop: static crop (x1, x2, y1, y2) in full-frame pixels, end-exclusive.
-    dynamic: (enabled, pcutoff, margin): crop around the bodyparts of the last pose given to
-        :meth:`update` whose likelihood >= pcutoff, widened by ``margin`` pixels and clipped
-        to the frame (or the static crop); the full frame while no bodypart is confident.
+    dynamic: None, or (pcutoff, margin): crop around the bodyparts (of every individual) of
+        the last pose given to :meth:`update` whose likelihood >= pcutoff, widened by
+        ``margin`` pixels and clipped to the frame (or the static crop); the full frame while
+        no bodypart is confident.
+
+    The live engine builds it with :meth:`from_config` (``PreprocessConfig`` holds the
+    defaults of every option).
     """
 
     def __init__(
@@ -56,7 +73,7 @@ class Preprocessor:
         input_scale: float = 1.0,
         resize: float = 1.0,
         crop: tuple[int, int, int, int] | None = None,
-        dynamic: tuple[bool, float, float] = (False, 0.5, 10.0),
+        dynamic: tuple[float, float] | None = None,
     ):
         if input_order not in INPUT_ORDERS:
             raise ConfigError(f"input_order must be one of {INPUT_ORDERS}, got {input_order!r}")
@@ -64,13 +81,12 @@ class Preprocessor:
             raise ConfigError(f"input_scale and resize must be > 0, got {input_scale}, {resize}")
         if crop is not None:
             crop = _check_crop(crop)
-        enabled, pcutoff, margin = dynamic
-        if margin < 0:
-            raise ConfigError(f"dynamic crop margin must be >= 0 pixels, got {margin}")
+        if dynamic is not None and dynamic[1] < 0:
+            raise ConfigError(f"dynamic crop margin must be >= 0 pixels, got {dynamic[1]}")
         self.input_order = input_order
         self.scale = float(input_scale) * float(resize)
         self.crop = crop
-        self.dynamic = (bool(enabled), float(pcutoff), float(margin))
+        self.dynamic = None if dynamic is None else (float(dynamic[0]), float(dynamic[1]))
         self._box: tuple[float, float, float, float] | None = None
         self._frame_shape: tuple[int, ...] = ()
         self._buffers: dict[tuple[int, ...], np.ndarray] = {}
@@ -78,26 +94,27 @@ class Preprocessor:
         self._transform = FrameTransform()
 
     @classmethod
-    def from_spec(
-        cls,
-        spec: ModelSpec,
-        resize: float = 1.0,
-        crop: tuple[int, int, int, int] | None = None,
-        dynamic: tuple[bool, float, float] = (False, 0.5, 10.0),
-    ) -> Preprocessor:
-        """A preprocessor feeding the model described by ``spec``."""
-        return cls(spec.input_order, spec.input_scale, resize, crop, dynamic)
+    def from_spec(cls, spec: ModelSpec, config: PreprocessConfig | None = None) -> Preprocessor:
+        """A preprocessor feeding the model described by ``spec``, set up by ``config``."""
+        cfg = config or PreprocessConfig()
+        dynamic = None
+        if cfg.dynamic:
+            pcutoff = spec.pcutoff if cfg.dynamic_pcutoff is None else cfg.dynamic_pcutoff
+            dynamic = (pcutoff, cfg.dynamic_margin)
+        return cls(spec.input_order, spec.input_scale, cfg.resize, cfg.crop, dynamic)
 
-    def update(self, pose: np.ndarray) -> None:
-        """Remember where the animal is (K x 3 pose in full-frame pixels) for dynamic cropping."""
-        enabled, pcutoff, margin = self.dynamic
-        if not enabled:
+    def update(self, points: np.ndarray) -> None:
+        """Remember where the animals are (N x K x 3 or K x 3, full-frame pixels) for dynamic
+        cropping: the box around every confident bodypart of every individual."""
+        if self.dynamic is None:
             return
-        seen = (pose[:, 2] >= pcutoff) & np.isfinite(pose[:, 0]) & np.isfinite(pose[:, 1])
+        pcutoff, margin = self.dynamic
+        rows = points.reshape(-1, points.shape[-1])
+        seen = (rows[:, 2] >= pcutoff) & np.isfinite(rows[:, 0]) & np.isfinite(rows[:, 1])
         if not seen.any():
             self._box = None
             return
-        xs, ys = pose[seen, 0], pose[seen, 1]
+        xs, ys = rows[seen, 0], rows[seen, 1]
         self._box = (float(xs.min()) - margin, float(xs.max()) + margin + 1.0,
                      float(ys.min()) - margin, float(ys.max()) + margin + 1.0)
 

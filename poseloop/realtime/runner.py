@@ -17,11 +17,14 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnxruntime as ort
 
+from pydantic import Field
+
+from poseloop.config import Strict
 from poseloop.errors import FrameError, ModelError, ProviderError
 from poseloop.modelspec import INPUT_NAME, OUTPUT_NAMES, ModelSpec, check_io, open_session
 
@@ -47,6 +50,20 @@ def provider_name(name: str) -> str:
         f"unknown execution provider {name!r}; use one of {', '.join(PROVIDERS)} "
         f"or a full ONNX Runtime name"
     )
+
+
+class RunnerConfig(Strict):
+    """ONNX Runtime execution: providers in priority order, threads, TensorRT options."""
+
+    providers: list[Literal["tensorrt", "cuda", "cpu"]] = Field(
+        default_factory=lambda: ["cpu"], min_length=1
+    )
+    allow_fallback: bool = Field(False, description="use what is available instead of failing")
+    intra_threads: int | None = Field(None, ge=1, description="None = ORT's default (cores)")
+    inter_threads: int | None = Field(None, ge=1)
+    device_id: int = Field(0, ge=0)
+    trt_cache_dir: str | None = Field(None, description="TensorRT engine cache folder")
+    trt_fp16: bool = False
 
 
 class OrtRunner:
@@ -105,6 +122,17 @@ class OrtRunner:
         self._pointer = 0
         self._staging: np.ndarray | None = None
         self._outputs: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __repr__(self) -> str:
+        return f"OrtRunner({self.path.name}, providers {self.providers})"
+
+    @classmethod
+    def from_config(cls, model_path: str | Path, config: RunnerConfig) -> OrtRunner:
+        """A runner of ``model_path`` set up by a validated ``RunnerConfig``."""
+        return cls(model_path, providers=config.providers, allow_fallback=config.allow_fallback,
+                   intra_threads=config.intra_threads, inter_threads=config.inter_threads,
+                   device_id=config.device_id, trt_cache_dir=config.trt_cache_dir,
+                   trt_fp16=config.trt_fp16)
 
     @staticmethod
     def _available(wanted: list[str], allow_fallback: bool) -> list[str]:

@@ -178,7 +178,8 @@ class Preprocess(Protocol):
 class Runner(Protocol):
     """Maps a preprocessed image to the network's outputs, in the model's output order."""
 
-    def warmup(self, size: tuple[int, int] | None = None) -> None: ...
+    def warmup(self, shape: tuple[int, int] | None = None) -> None:
+        """Run blank inputs of (height, width) ``shape`` so the first frame is fast."""
 
     def run(self, image: np.ndarray) -> Sequence[np.ndarray]: ...
 

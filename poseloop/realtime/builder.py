@@ -1,0 +1,81 @@
+"""Makes the engine's parts from an ``EngineConfig`` and hands them to :class:`Engine`.
+
+Every part comes from its own factory and its own config section: the camera and sinks
+from their registries, the runner, preprocess and decoder from the model, processors,
+rules and actuators from their lists. Nothing here opens a device, a socket or a file: that
+is the engine's :meth:`~poseloop.realtime.engine.Engine.open`, so a config that fails to
+build leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from poseloop.hardware.actuators import make_actuators
+from poseloop.modelspec import ModelSpec
+from poseloop.realtime.cameras import make_camera
+from poseloop.realtime.decoder import make_decoder
+from poseloop.realtime.engine import Engine
+from poseloop.realtime.engine_config import EngineConfig
+from poseloop.realtime.preprocess import Preprocessor
+from poseloop.realtime.processors import make_processors
+from poseloop.realtime.runner import OrtRunner
+from poseloop.realtime.sinks import SINKS
+from poseloop.realtime.types import Camera, Session, Sink
+from poseloop.rules import RuleSet
+
+
+def model_file(config: EngineConfig) -> Path:
+    """The config's model, or the demo's synthetic model when it names none (built once)."""
+    if config.model is not None:
+        return Path(config.model)
+    from poseloop.synthetic_model import synthetic_model
+
+    return synthetic_model()
+
+
+def session_of(spec: ModelSpec, model: Path) -> Session:
+    """The names a run's sinks need, from the model (cameras are filled in at open)."""
+    return Session(
+        bodyparts=tuple(spec.bodyparts), individuals=spec.individual_names,
+        unique_bodyparts=tuple(spec.unique_bodyparts),
+        skeleton=tuple((a, b) for a, b in spec.skeleton), multi_animal=spec.multi_animal,
+        model=model.name, scorer=f"DLC_poseloop_{spec.backbone or 'model'}",
+        pcutoff=spec.pcutoff, cameras=(),
+    )
+
+
+def make_sinks(config: EngineConfig) -> list[Sink]:
+    """The sinks whose sections are on, in registration order."""
+    sinks = []
+    for name, section in config.sinks.items():
+        if section is not None:
+            sink = SINKS[name].factory(section)
+            if sink is not None:
+                sinks.append(sink)
+    return sinks
+
+
+def build_engine(config: EngineConfig, camera: Camera | None = None) -> Engine:
+    """An Engine with every part of ``config`` (``camera`` replaces the configured one)."""
+    model = model_file(config)
+    runner = OrtRunner.from_config(model, config.runner)
+    spec = runner.spec
+    actuators = make_actuators(config.devices)
+    rules = RuleSet.compile(
+        [r.model_dump(by_alias=True) for r in config.rules], spec.bodyparts, spec.pcutoff,
+        devices={a.name for a in actuators}, individuals=spec.individual_names,
+    ) if config.rules else None
+    return Engine(
+        camera=camera if camera is not None else make_camera(config.camera),
+        preprocess=Preprocessor.from_spec(spec, config.preprocess),
+        runner=runner,
+        decoder=make_decoder(spec),
+        session=session_of(spec, model),
+        processors=make_processors(config.processors, spec.pcutoff),
+        rules=rules,
+        actuators=actuators,
+        sinks=make_sinks(config),
+        limits=config,
+        model_path=model,
+    )
