@@ -1,4 +1,4 @@
-"""Time ``RuleSet.evaluate`` per frame for 1, 5 and 20 rules on a K=4 pose.
+"""Time ``RuleSet.evaluate`` per frame for 1, 5 and 20 rules on a 1 x K x 3 pose (K=4).
 
 The rules mix every predicate kind (zones of each shape, distance, angle, speed,
 likelihood, nested all/any/not) with debounce and refractory periods; the poses are a
@@ -51,13 +51,14 @@ def make_rules(n: int) -> list[dict]:
 
 
 def make_poses(n: int, seed: int = 0) -> np.ndarray:
-    """n x K x 3 float32 poses: a random walk in a 320 x 320 arena, some parts unseen."""
+    """n frames of 1 x K x 3 float32 poses (``Pose.points`` of a single-animal model): a
+    random walk in a 320 x 320 arena, some parts unseen."""
     rng = np.random.default_rng(seed)
     centre = np.clip(160 + np.cumsum(rng.normal(0, 4, (n, 2)), axis=0), 20, 300)
     offsets = np.array([[15, 0], [0, -8], [0, 8], [-20, 0]], np.float64)
-    poses = np.empty((n, len(BODYPARTS), 3), np.float32)
-    poses[:, :, :2] = centre[:, None, :] + offsets + rng.normal(0, 2, (n, len(BODYPARTS), 2))
-    poses[:, :, 2] = np.where(rng.random((n, len(BODYPARTS))) < 0.1, 0.2, 0.95)
+    poses = np.empty((n, 1, len(BODYPARTS), 3), np.float32)
+    poses[:, 0, :, :2] = centre[:, None, :] + offsets + rng.normal(0, 2, (n, len(BODYPARTS), 2))
+    poses[:, 0, :, 2] = np.where(rng.random((n, len(BODYPARTS))) < 0.1, 0.2, 0.95)
     return poses
 
 
@@ -80,11 +81,11 @@ def time_rules(n_rules: int, poses: np.ndarray, fps: float = 100.0) -> tuple[np.
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     ap.add_argument("--frames", type=int, default=20000)
     args = ap.parse_args()
     poses = make_poses(args.frames)
-    print(f"RuleSet.evaluate, K={len(BODYPARTS)}, {args.frames} frames at 100 fps")
+    print(f"RuleSet.evaluate, N=1, K={len(BODYPARTS)}, {args.frames} frames at 100 fps")
     print(f"{'rules':>5}  {'median µs':>9}  {'p95 µs':>7}  {'p99 µs':>7}  {'events':>7}")
     for n in (1, 5, 20):
         us, events = time_rules(n, poses)

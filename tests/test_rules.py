@@ -2,26 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
 import yaml
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from poseloop.errors import ConfigError
-from poseloop.rules import Action, Event, RulesConfig, RuleSet, validate_rules
+from poseloop.rules import PREDICATES as KINDS
+from poseloop.rules import (
+    Action,
+    Context,
+    Event,
+    PoseRows,
+    PredicateConfig,
+    Rect,
+    Rule,
+    RulesConfig,
+    RuleSet,
+    Test,
+    register_predicate,
+    validate_rules,
+)
+from poseloop.rules.predicates.zone import Zone
 
 BP = ["snout", "leftear", "rightear", "tailbase"]
 MS = 1_000_000  # ns
 
 
 def pose(**parts: tuple[float, ...]) -> np.ndarray:
-    """K x 3 pose: every part at (500, 500) with likelihood 1 unless given as (x, y[, p])."""
-    data = np.tile(np.array([500.0, 500.0, 1.0], np.float32), (len(BP), 1))
+    """1 x K x 3 poses (one animal): every part at (500, 500) with likelihood 1 unless given
+    as (x, y[, p])."""
+    data = np.tile(np.array([500.0, 500.0, 1.0], np.float32), (1, len(BP), 1))
     for name, value in parts.items():
-        data[BP.index(name), : len(value)] = value
+        data[0, BP.index(name), : len(value)] = value
     return data
 
 
@@ -78,7 +95,9 @@ def test_zone_concave_polygon(xy: tuple[float, float], inside: bool) -> None:
 def test_polygon_closing_point_is_optional() -> None:
     closed = validate_rules([{"name": "r", "when": {"type": "zone", "part": "snout",
                                                      "polygon": [*U, U[0]]}}])
-    assert closed.rules[0].when.polygon == [tuple(p) for p in U]
+    zone = closed.rules[0].when
+    assert isinstance(zone, Zone)
+    assert zone.polygon == [tuple(p) for p in U]
 
 
 @pytest.mark.parametrize(
@@ -275,8 +294,23 @@ def test_evaluate_leaves_the_pose_alone_and_checks_its_shape() -> None:
     data = IN.copy()
     compile_one(RECT).evaluate(data, 0, 0)
     np.testing.assert_array_equal(data, IN)
-    with pytest.raises(ValueError, match=r"\(4, 3\)"):
-        compile_one(RECT).evaluate(IN[:3], 0, 0)
+    with pytest.raises(ValueError, match=r"N x K x 3 = 1 x 4 x 3 .*got 1 x 3 x 3"):
+        compile_one(RECT).evaluate(IN[:, :3], 0, 0)
+    with pytest.raises(ValueError, match=r"N x K x 3 = 1 x 4 x 3 .*got 4 x 3"):
+        compile_one(RECT).evaluate(IN[0], 0, 0)  # a K x 3 pose of the old data model
+
+
+def test_predicates_look_at_the_first_individual() -> None:
+    rules = RuleSet.compile([{"name": "r", "when": RECT, "mode": "level"}], BP, 0.6,
+                            individuals=["mouse1", "mouse2"])
+    assert rules.evaluate(np.concatenate([IN, OUT]), 0, 0) != []
+    assert rules.evaluate(np.concatenate([OUT, IN]), 0, 1) == []
+    with pytest.raises(ValueError, match=r"N x K x 3 = 2 x 4 x 3 .*got 1 x 4 x 3"):
+        rules.evaluate(IN, 0, 2)
+    with pytest.raises(ConfigError, match=r"individuals must be unique and not empty"):
+        RuleSet.compile([], BP, 0.6, individuals=["mouse1", "mouse1"])
+    with pytest.raises(ConfigError, match=r"individuals must be unique and not empty"):
+        RuleSet.compile([], BP, 0.6, individuals=[])
 
 
 def test_config_round_trips_through_yaml() -> None:
@@ -350,6 +384,8 @@ def test_unknown_bodypart_names_the_path_and_the_choices() -> None:
      ({"type": "speed", "part": "snout", "below": -1}, r"when\.below: Input should be greater"),
      ({"type": "likelihood", "part": "snout", "p": 2}, r"when\.p: Input should be less"),
      ({"type": "speeed", "part": "snout"}, r"when: unknown predicate type 'speeed'"),
+     ({"type": 3, "part": "snout"}, r"when: not a predicate: give type"),
+     ("zone", r"when: not a predicate: give type"),
      ({"part": "snout"}, r"when: not a predicate: give type"),
      ({"all": []}, r"when\.all: List should have at least 1 item"),
      ({"any": [RECT, {"not": {"type": "blob"}}]}, r"when\.any\[1\]\.not: unknown predicate"),
@@ -393,13 +429,100 @@ def test_other_rule_set_errors() -> None:
     assert Action(device="d", bytes="00").raw == b"\0"
 
 
+def test_predicate_kinds_are_listed_from_the_registry() -> None:
+    assert KINDS.names() == ("zone", "distance", "angle", "speed", "likelihood", "all", "any",
+                             "not")
+    message = reject([{"name": "r", "when": {"type": "speeed", "part": "snout"}}], "speeed")
+    assert message == ("rules[0].when: unknown predicate type 'speeed' "
+                       "(expected one of zone, distance, angle, speed, likelihood, all, any, not)")
+    message = reject([{"name": "r", "when": {"part": "snout"}}], "not a predicate")
+    assert message == ("rules[0].when: not a predicate: give type "
+                       "(zone, distance, angle, speed, likelihood) or one key: all, any or not")
+
+
+def test_rules_built_in_python_take_predicate_objects() -> None:
+    zone = Zone(part="snout", rect=Rect(x1=10, y1=20, x2=30, y2=40))
+    rule = Rule(name="r", when=zone)
+    assert rule.when is zone
+    assert validate_rules([rule.model_dump()]).rules[0] == rule  # dumped with the zone's fields
+    assert fired(RuleSet.compile([rule], BP, 0.6), [OUT, IN]) == [1]
+
+
+# ---------------------------------------------------------------------------- a new kind
+
+
+class Lower(PredicateConfig):
+    """A bodypart lower in the image than ``y`` (y grows downwards)."""
+
+    type: Literal["lower"] = "lower"
+    part: str
+    y: float
+
+
+def compile_lower(config: Lower, ctx: Context) -> Test:
+    i = ctx.part(config.part, "part").row
+    m, y0 = ctx.min_likelihood(None), config.y
+
+    def test(rows: PoseRows) -> bool | None:
+        _, y, p = rows[i]
+        return y > y0 if p >= m else None
+
+    return test
+
+
+@pytest.fixture
+def lower(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Registers the ``lower`` kind for one test (the registry is restored afterwards)."""
+    monkeypatch.setattr(KINDS, "_entries", dict(KINDS._entries))
+    register_predicate(Lower)(compile_lower)
+
+
+class Experiment(BaseModel):
+    """A config section holding rules, defined before the new kind is registered."""
+
+    rules: list[Rule]
+
+
+def test_a_registered_kind_is_usable_from_a_config(lower: None) -> None:
+    text = """
+    rules:
+      - name: low_and_inside
+        when:
+          all:
+            - {type: lower, part: tailbase, y: 100}
+            - not: {type: lower, part: snout, y: 35}
+            - {type: zone, part: snout, rect: {x1: 10, y1: 20, x2: 30, y2: 40}}
+        mode: level
+    """
+    rules = RuleSet.compile(yaml.safe_load(text), BP, 0.6)
+    frames = [pose(snout=(20, 30), tailbase=(0, 150)), pose(snout=(20, 38), tailbase=(0, 150)),
+              pose(snout=(20, 30), tailbase=(0, 50)), pose(snout=(20, 30), tailbase=(0, 150, 0.1))]
+    assert fired(rules, frames) == [0]
+    config = Experiment.model_validate(yaml.safe_load(text))
+    assert isinstance(config.rules[0].when.model_dump()["all"][0], dict)
+    assert Experiment.model_validate(config.model_dump()) == config
+    assert fired(RuleSet.compile(config.model_dump(), BP, 0.6), frames) == [0]
+
+
+def test_a_registered_kind_reports_errors_like_the_built_in_ones(lower: None) -> None:
+    rules = [{"name": "r", "when": {"any": [RECT, {"type": "lower", "part": "nose", "y": 1}]}}]
+    assert reject(rules, "nose") == ("rules[0].when.any[1].part: 'nose' is not a bodypart "
+                                     "(snout, leftear, rightear, tailbase)")
+    reject([{"name": "r", "when": {"not": {"type": "lower", "part": "snout"}}}],
+           r"^rules\[0\]\.when\.not\.y: Field required$")
+    reject([{"name": "r", "when": {"type": "speeed"}}],
+           r"\(expected one of zone, distance, angle, speed, likelihood, all, any, not, lower\)")
+    with pytest.raises(ValueError, match="registered twice"):
+        register_predicate(Lower)(lambda config, ctx: compile_lower(config, ctx))
+
+
 # ---------------------------------------------------------------------------- properties
 
 XY = st.floats(-20, 220, allow_nan=False)
 POSES = st.lists(
     st.tuples(st.one_of(XY, st.just(float("nan"))), XY, st.floats(0, 1)),
     min_size=len(BP), max_size=len(BP),
-).map(lambda rows: np.array(rows, np.float32))
+).map(lambda rows: np.array([rows], np.float32))
 PART = st.sampled_from(BP)
 PAIR = st.lists(PART, min_size=2, max_size=2, unique=True)
 LIKELY = st.one_of(st.none(), st.floats(0, 1))

@@ -1,0 +1,235 @@
+"""Compiles validated rules into per-frame tests, and runs them: ``RuleSet``.
+
+Each predicate kind compiles itself (its registered compile function gets a ``Context`` that
+resolves bodypart names to pose indices, reporting unknown names with their config path);
+the compiler only walks the rules, collects the errors, and keeps each rule's firing memory.
+A compiled test reads the frame's poses as rows of Python floats, ``[x, y, likelihood]``
+for every individual's bodyparts in turn (one ``tolist`` per frame: Python floats are faster
+to test than numpy scalars); a ``Part`` says which row is a bodypart's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from itertools import chain
+from typing import Any, NamedTuple, Protocol, TypeVar
+
+import numpy as np
+
+from poseloop.errors import ConfigError
+from poseloop.rules.schema import (
+    PREDICATES,
+    Action,
+    PredicateConfig,
+    Rule,
+    RulesConfig,
+    validate_rules,
+)
+
+#: One frame's poses (``Pose.points``, N x K x 3) as N * K rows ``[x, y, likelihood]``:
+#: bodypart k of individual n is row ``n * K + k``.
+PoseRows = list[list[float]]
+#: A compiled predicate: the frame's poses -> True, False or None (unknown).
+Test = Callable[[PoseRows], "bool | None"]
+#: A predicate kind's compile function: its config and a context -> its test.
+Compile = Callable[[Any, "Context"], Test]
+
+
+class Part(NamedTuple):
+    """Bodypart k of individual n, and its row in ``PoseRows``."""
+
+    n: int
+    k: int
+    row: int
+
+
+class Tracker(Protocol):
+    """State a predicate keeps across frames (e.g. speed), updated before the rules run."""
+
+    def update(self, rows: PoseRows, t_ns: int) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+T = TypeVar("T", bound=Tracker)
+
+
+class _Build:
+    """What the compile of one rule set shares: the model's names, errors and trackers."""
+
+    def __init__(self, bodyparts: Sequence[str], pcutoff: float) -> None:
+        self.bodyparts = list(bodyparts)
+        self.index = {name: k for k, name in enumerate(self.bodyparts)}
+        self.pcutoff = pcutoff
+        self.errors: list[str] = []
+        self.trackers: list[Tracker] = []
+
+
+class Context:
+    """What a predicate's compile function gets: its config path and the model's names.
+
+    ``path`` is the predicate's place in the config (``rules[0].when.all[1]``); fields are
+    named relative to it, so problems are reported as ``rules[0].when.all[1].part: ...``.
+    A test reads a part as ``x, y, p = rows[row]``, with the ``Part``'s row bound to a local
+    at compile time (an attribute lookup every frame costs time).
+    """
+
+    __slots__ = ("path", "_build")
+
+    def __init__(self, path: str, build: _Build) -> None:
+        self.path = path
+        self._build = build
+
+    def min_likelihood(self, value: float | None) -> float:
+        """A predicate's ``min_likelihood``: its own, or the model's pcutoff."""
+        return self._build.pcutoff if value is None else value
+
+    def part(self, name: str, field: str) -> Part:
+        """The pose index of bodypart ``name`` (given in ``field``) of the first individual.
+
+        An unknown name is reported with its path and the model's bodyparts, and compiling
+        goes on (every problem is reported at once).
+        """
+        k = self._build.index.get(name)
+        if k is None:
+            self._build.errors.append(
+                f"{self.path}.{field}: {name!r} is not a bodypart "
+                f"({', '.join(self._build.bodyparts)})"
+            )
+            k = 0
+        n = 0  # every predicate looks at the first individual, for now
+        return Part(n, k, n * len(self._build.bodyparts) + k)
+
+    def child(self, predicate: PredicateConfig, field: str) -> Test:
+        """Compile a sub-predicate given in ``field`` (``all[0]``, ``not``, ...)."""
+        return _compile(predicate, Context(f"{self.path}.{field}", self._build))
+
+    def track(self, tracker: T) -> T:
+        """Have ``tracker`` updated with every pose, before the rules, and reset with them."""
+        self._build.trackers.append(tracker)
+        return tracker
+
+
+def _compile(predicate: PredicateConfig, ctx: Context) -> Test:
+    return PREDICATES[predicate.type].factory(predicate, ctx)
+
+
+class Event(NamedTuple):
+    """A rule fired: its name, its actions, and the frame and capture time that fired it."""
+
+    rule: str
+    actions: tuple[Action, ...]
+    frame_index: int
+    t_ns: int
+
+
+class _Compiled:
+    """One rule's test and its firing memory (debounce run, last firing time)."""
+
+    __slots__ = ("name", "actions", "test", "level", "debounce", "refractory_ns", "run", "last_ns")
+
+    def __init__(self, rule: Rule, test: Test) -> None:
+        self.name = rule.name
+        self.actions = tuple(rule.actions)
+        self.test = test
+        self.level = rule.mode == "level"
+        self.debounce = rule.debounce_frames
+        self.refractory_ns = round(rule.refractory_ms * 1e6)
+        self.run = 0
+        self.last_ns: int | None = None
+
+
+class RuleSet:
+    """Compiled rules: ``evaluate`` one frame's poses, get the events that fire.
+
+    Firing: a rule *holds* on a frame when its tree is True. It is *ready* once it has held
+    for ``debounce_frames`` consecutive frames; an edge rule fires on the frame it becomes
+    ready, a level rule on every ready frame. A firing within ``refractory_ms`` of the
+    rule's last firing (on the frames' t_ns) is dropped; an edge dropped this way is not
+    fired later, so a stimulus is never delayed away from the posture that caused it.
+    """
+
+    def __init__(self, rules: list[_Compiled], trackers: list[Tracker],
+                 shape: tuple[int, int, int]) -> None:
+        self._rules = rules
+        self._trackers = trackers
+        self._shape = shape
+        self._single = shape[0] == 1
+
+    @classmethod
+    def compile(
+        cls,
+        rules_config: RulesConfig | Mapping[str, Any] | Sequence[Any],
+        bodyparts: Sequence[str],
+        pcutoff: float,
+        *,
+        devices: Collection[str] | None = None,
+        individuals: Sequence[str] | None = None,
+    ) -> RuleSet:
+        """Check rules against the model's bodyparts (and devices, if given) and compile them.
+
+        ``pcutoff`` is the default ``min_likelihood`` of geometric predicates;
+        ``individuals`` names the poses' N individuals (default: one). Raises ConfigError
+        listing every problem with its path, e.g.
+        ``rules[1].when.all[0].part: 'nose' is not a bodypart (snout, leftear, ...)``.
+        """
+        config = validate_rules(rules_config)
+        if not 0 <= pcutoff <= 1:
+            raise ConfigError(f"pcutoff must be in [0, 1], got {pcutoff}")
+        if not bodyparts or len(set(bodyparts)) != len(bodyparts):
+            raise ConfigError(f"bodyparts must be unique and not empty, got {list(bodyparts)}")
+        individuals = ("animal",) if individuals is None else tuple(individuals)
+        if not individuals or len(set(individuals)) != len(individuals):
+            raise ConfigError(f"individuals must be unique and not empty, got {list(individuals)}")
+        build = _Build(bodyparts, pcutoff)
+        compiled = []
+        for k, rule in enumerate(config.rules):
+            test = _compile(rule.when, Context(f"rules[{k}].when", build))
+            compiled.append(_Compiled(rule, test))
+            for a, action in enumerate(rule.actions):
+                if devices is not None and action.device not in devices:
+                    build.errors.append(
+                        f"rules[{k}].actions[{a}].device: {action.device!r} is not a device "
+                        f"({', '.join(devices) or 'none configured'})"
+                    )
+        if build.errors:
+            raise ConfigError("\n".join(build.errors))
+        return cls(compiled, build.trackers, (len(individuals), len(bodyparts), 3))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The rule names, in config order (the order events are returned in)."""
+        return tuple(r.name for r in self._rules)
+
+    def evaluate(self, points: np.ndarray, t_ns: int, frame_index: int) -> list[Event]:
+        """The events fired by one frame's poses (``Pose.points``, N x K x 3) captured at t_ns."""
+        if points.shape != self._shape:
+            n, k, _ = self._shape
+            raise ValueError(
+                f"pose points must be N x K x 3 = {n} x {k} x 3 (individuals x bodyparts x "
+                f"x, y, likelihood), got {' x '.join(map(str, points.shape)) or 'a scalar'}"
+            )
+        pose = points.tolist()
+        rows = pose[0] if self._single else list(chain.from_iterable(pose))
+        for tracker in self._trackers:
+            tracker.update(rows, t_ns)
+        events: list[Event] = []
+        for r in self._rules:
+            if r.test(rows) is not True:
+                r.run = 0
+                continue
+            r.run += 1
+            if r.run < r.debounce or (r.run > r.debounce and not r.level):
+                continue
+            if r.last_ns is not None and t_ns - r.last_ns < r.refractory_ns:
+                continue
+            r.last_ns = t_ns
+            events.append(Event(r.name, r.actions, frame_index, t_ns))
+        return events
+
+    def reset(self) -> None:
+        """Forget debounce runs, last firings and tracked history (e.g. between sessions)."""
+        for r in self._rules:
+            r.run, r.last_ns = 0, None
+        for tracker in self._trackers:
+            tracker.reset()
