@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import cv2
@@ -138,3 +139,40 @@ def test_benchmark_json(synthetic_onnx: Path, tmp_path: Path,
         assert key in result
     assert set(result["stages"]["infer"]) == {"p50_ms", "p95_ms", "p99_ms", "max_ms"}
     assert result["frames"] == 30
+
+
+def test_a_video_camera_reports_its_own_size_and_rate_to_every_sink(
+        synthetic_onnx: Path, tmp_path: Path) -> None:
+    """The camera is opened before warm-up: a 320x240, 60-fps file reaches the stream's meta
+    and the recorded video at its own size and rate (not a 640x480 / 30 fps fallback)."""
+    from poseloop.closed_loop import ANY_PORT, bound_endpoint
+    from poseloop.stream.subscriber import PoseSubscriber
+    from poseloop.synthetic import SyntheticScene
+
+    video = tmp_path / "small.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"mp4v"), 60.0, (320, 240))
+    scene = SyntheticScene(320, 240, seed=2)
+    for i in range(90):
+        writer.write(scene.render(i / 60.0)[0])
+    writer.release()
+    cfg = _config(synthetic_onnx, tmp_path, camera={"kind": "opencv", "source": str(video),
+                                                     "paced": True},
+                  stream={"endpoint": ANY_PORT})
+    cfg["record"]["video"] = True
+    with Engine.from_config(cfg) as engine:
+        assert engine.camera_info is not None
+        assert (engine.camera_info.width, engine.camera_info.height) == (320, 240)
+        with PoseSubscriber(bound_endpoint(engine)) as sub:
+            time.sleep(0.3)  # the subscription reaches the publisher
+            stats = engine.run()  # 1.5 s paced: meta is repeated every second
+            while sub.recv(timeout=0.5) is not None and sub.meta is None:
+                pass
+            assert sub.meta is not None and tuple(sub.meta.image_size) == (320, 240)
+            assert sub.meta.fps == 60.0
+    recorded = cv2.VideoCapture(str(engine.sink("recorder").paths["video"]))
+    size = (recorded.get(cv2.CAP_PROP_FRAME_WIDTH), recorded.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    assert size == (320, 240) and recorded.get(cv2.CAP_PROP_FPS) == 60.0
+    count = 0
+    while recorded.read()[0]:
+        count += 1
+    assert count == stats.frames > 0

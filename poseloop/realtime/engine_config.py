@@ -25,7 +25,7 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
-from pydantic_core import InitErrorDetails
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from poseloop.config import load_yaml, validate
 from poseloop.hardware.config import DeviceConfig
@@ -55,7 +55,7 @@ class EngineConfig(LoopConfig):
     @property
     def sinks(self) -> dict[str, BaseModel | None]:
         """Every registered sink's section by name; None = that sink is off."""
-        return {entry.name: self._sinks.get(entry.name) for entry in SINKS}
+        return dict(self._sinks)
 
     @field_validator("rules", mode="wrap")
     @classmethod
@@ -73,14 +73,11 @@ class EngineConfig(LoopConfig):
         if not isinstance(data, dict):
             return handler(data)
         data = dict(data)
-        sections: dict[str, BaseModel | None] = {}
+        sections: dict[str, BaseModel | None] = {entry.name: None for entry in SINKS}
         errors: list[InitErrorDetails] = []
         for entry in SINKS:
-            if entry.name not in data:
-                continue
-            raw = data.pop(entry.name)
+            raw = data.pop(entry.name, None)
             if raw is None or raw is False:
-                sections[entry.name] = None
                 continue
             assert entry.config is not None, f"sink {entry.name} has no config section"
             try:
@@ -106,15 +103,10 @@ class EngineConfig(LoopConfig):
 
 
 def _located(error: ValidationError, prefix: tuple[str, ...] = ()) -> list[InitErrorDetails]:
-    """The error's details again, each located under ``prefix``."""
-    details: list[InitErrorDetails] = []
-    for e in error.errors():
-        detail: InitErrorDetails = {"type": e["type"], "loc": (*prefix, *e["loc"]),
-                                    "input": e["input"]}
-        if "ctx" in e:
-            detail["ctx"] = e["ctx"]
-        details.append(detail)
-    return details
+    """The error's details again, each located under ``prefix``, with its message as it was
+    (custom error types, e.g. a camera's, cannot be re-raised by their type name)."""
+    return [{"type": PydanticCustomError(e["type"], e["msg"]), "loc": (*prefix, *e["loc"]),
+             "input": e["input"]} for e in error.errors()]
 
 
 def with_overrides(cfg: EngineConfig, source: str = "command line", **updates: Any
