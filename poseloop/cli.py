@@ -251,7 +251,7 @@ def cmd_recover(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    p = argparse.ArgumentParser(prog="poseloop", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="poseloop", description=(__doc__ or "").splitlines()[0])
     p.add_argument("--version", action="version", version=f"poseloop {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 

@@ -29,7 +29,6 @@ from poseloop.stream.publisher import PosePublisher
 from poseloop.stream.subscriber import PoseSubscriber
 from poseloop.stream.wire import PoseMessage
 
-
 #: A loopback endpoint whose port the publisher's socket picks when it binds.
 ANY_PORT = "tcp://127.0.0.1:*"
 

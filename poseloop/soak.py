@@ -30,6 +30,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -125,12 +126,14 @@ class _Emulator:
             [sys.executable, "-m", "poseloop.hardware.emulator", "--log", str(log)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )
+        assert self.proc.stdout is not None and self.proc.stdin is not None  # both PIPE
         self.port = self.proc.stdout.readline().strip()
         if not self.port:
             raise RuntimeError("the device emulator did not start")
 
     def stop(self) -> list[bytes]:
         """Stop it; the commands it received, in order."""
+        assert self.proc.stdin is not None
         self.proc.stdin.close()
         self.proc.wait(10)
         lines = self.log.read_text().splitlines() if self.log.exists() else []
@@ -280,11 +283,11 @@ def _check(stats: RunStats, paths: dict[str, Path], processed: np.ndarray,
         problems.append(f"{len(lost)} frames differ between the loop and the recording "
                         f"(recorder dropped {recorder_dropped}), e.g. {lost[:5].tolist()}")
     needed = ["t_capture_ns", *STAGES, "dropped", "lost"]
-    gaps = timing[needed].isna().any(axis=1)
+    gaps = cast(pd.Series, timing[needed].isna().any(axis=1))
     if gaps.any():
         problems.append(f"timing table: {int(gaps.sum())} rows with empty cells, e.g. frame "
                         f"{int(frames[gaps.to_numpy()][0])}")
-    h5 = pd.read_hdf(paths["poses_h5"])
+    h5 = cast(pd.DataFrame, pd.read_hdf(paths["poses_h5"]))  # a table, not an iterator
     if not np.array_equal(h5.index.to_numpy(), frames):
         problems.append(f"pose .h5 has {len(h5)} rows, timing table {len(frames)}: differ")
     if len(h5) != stats.frames - recorder_dropped:

@@ -23,10 +23,11 @@ class OutputConfig(Strict):
     """A named output: a channel of the reference protocol, or explicit on/off commands."""
 
     channel: int | None = Field(
-        None, ge=0, le=protocol.MAX_CHANNEL, description="line protocol: on = 'ON n', off = 'OFF n'"
+        default=None, ge=0, le=protocol.MAX_CHANNEL,
+        description="line protocol: on = 'ON n', off = 'OFF n'",
     )
-    on: CommandText | None = Field(None, description="command that turns the output on")
-    off: CommandText | None = Field(None, description="command that turns the output off")
+    on: CommandText | None = Field(default=None, description="command that turns the output on")
+    off: CommandText | None = Field(default=None, description="command that turns the output off")
 
     @model_validator(mode="after")
     def _commands_known(self) -> OutputConfig:
@@ -49,23 +50,27 @@ class DeviceConfig(Strict):
         min_length=1, description="e.g. /dev/ttyACM0, COM3, an emulator's path, or 'emulator' "
         "for an in-process emulated board (poseloop.hardware.actuators)"
     )
-    baudrate: int = Field(115200, gt=0)
+    baudrate: int = Field(default=115200, gt=0)
     protocol: Literal["line", "raw"] = Field(
-        "line", description="'line': the reference protocol; 'raw': hex byte commands only"
+        default="line", description="'line': the reference protocol; 'raw': hex byte commands only"
     )
-    retry_s: float = Field(1.0, gt=0, le=60, description="seconds between reconnection tries")
+    retry_s: float = Field(
+        default=1.0, gt=0, le=60, description="seconds between reconnection tries"
+    )
     ping_s: float | None = Field(
-        None, gt=0, description="line protocol: seconds between background PINGs; None = off"
+        default=None, gt=0,
+        description="line protocol: seconds between background PINGs; None = off",
     )
     watchdog_ms: int | None = Field(
-        None, ge=10, le=MAX_WATCHDOG_MS,
+        default=None, ge=10, le=MAX_WATCHDOG_MS,
         description="line protocol: the device turns every output off by itself after this "
         "long without a byte from the host (host died, cable out, loop hung); the host keeps "
         "it fed while the loop runs. None = off",
     )
     outputs: dict[str, OutputConfig] = Field(default_factory=dict)
     all_off: list[CommandText] | None = Field(
-        None, description="sent at close instead of an OFF for each output that was turned on"
+        default=None,
+        description="sent at close instead of an OFF for each output that was turned on",
     )
 
     @field_validator("outputs")

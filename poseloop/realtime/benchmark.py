@@ -19,8 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from poseloop.realtime.cameras import OpenCVCamera, Pacer
 from poseloop.realtime.builder import build_engine
+from poseloop.realtime.cameras import OpenCVCamera, Pacer
 from poseloop.realtime.engine import Engine, RunStats
 from poseloop.realtime.engine_config import EngineConfig
 from poseloop.realtime.runner import RunnerConfig

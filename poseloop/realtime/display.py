@@ -12,7 +12,6 @@ import threading
 
 import cv2
 import numpy as np
-
 from pydantic import Field
 
 from poseloop.config import Strict
@@ -24,7 +23,7 @@ from poseloop.realtime.types import ActionRecord, Frame, Pose, Session
 class DisplayConfig(Strict):
     """A window on this machine's screen (``display: true`` in a config)."""
 
-    window: str = Field("poseloop", min_length=1, description="window title")
+    window: str = Field(default="poseloop", min_length=1, description="window title")
 
 
 def draw_pose(image: np.ndarray, points: np.ndarray, session: Session) -> np.ndarray:

@@ -55,9 +55,9 @@ _now = time.perf_counter_ns
 class LoopConfig(Strict):
     """When a run ends and how long a camera may stay silent (top level of the config)."""
 
-    camera_timeout_s: float = Field(2.0, gt=0, description="no frame for this long = error")
-    max_frames: int | None = Field(None, ge=1)
-    duration_s: float | None = Field(None, gt=0)
+    camera_timeout_s: float = Field(default=2.0, gt=0, description="no frame for this long = error")
+    max_frames: int | None = Field(default=None, ge=1)
+    duration_s: float | None = Field(default=None, gt=0)
 
 
 @dataclass

@@ -13,7 +13,7 @@ its defaults.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import (
     BaseModel,
@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
+from typing_extensions import LiteralString
 
 from poseloop.config import load_yaml, validate
 from poseloop.hardware.config import DeviceConfig
@@ -43,7 +44,7 @@ load_sinks()
 class EngineConfig(LoopConfig):
     """A whole live experiment: the parts and, as top-level sections, the sinks."""
 
-    model: str | None = Field(None, description="exported .onnx; None = the demo's model")
+    model: str | None = Field(default=None, description="exported .onnx; None = the demo's model")
     camera: CameraConfig = Field(default_factory=lambda: CameraConfig(SyntheticConfig()))
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
@@ -105,8 +106,9 @@ class EngineConfig(LoopConfig):
 def _located(error: ValidationError, prefix: tuple[str, ...] = ()) -> list[InitErrorDetails]:
     """The error's details again, each located under ``prefix``, with its message as it was
     (custom error types, e.g. a camera's, cannot be re-raised by their type name)."""
-    return [{"type": PydanticCustomError(e["type"], e["msg"]), "loc": (*prefix, *e["loc"]),
-             "input": e["input"]} for e in error.errors()]
+    return [{"type": PydanticCustomError(cast(LiteralString, e["type"]),
+                                         cast(LiteralString, e["msg"])),
+             "loc": (*prefix, *e["loc"]), "input": e["input"]} for e in error.errors()]
 
 
 def with_overrides(cfg: EngineConfig, source: str = "command line", **updates: Any

@@ -17,7 +17,6 @@ import math
 
 import cv2
 import numpy as np
-
 from pydantic import Field
 
 from poseloop.config import Strict
@@ -45,11 +44,13 @@ _CONVERSIONS = {
 class PreprocessConfig(Strict):
     """Frame -> network input: static crop, extra resize, dynamic crop around the animal."""
 
-    resize: float = Field(1.0, gt=0, le=4, description="extra factor on the model's scale")
-    crop: tuple[int, int, int, int] | None = Field(None, description="x1, x2, y1, y2 in px")
-    dynamic: bool = Field(False, description="crop around the last confident pose")
-    dynamic_pcutoff: float | None = Field(None, ge=0, le=1, description="None = model pcutoff")
-    dynamic_margin: float = Field(20.0, ge=0, description="pixels around the bodyparts")
+    resize: float = Field(default=1.0, gt=0, le=4, description="extra factor on the model's scale")
+    crop: tuple[int, int, int, int] | None = Field(default=None, description="x1, x2, y1, y2 in px")
+    dynamic: bool = Field(default=False, description="crop around the last confident pose")
+    dynamic_pcutoff: float | None = Field(
+        default=None, ge=0, le=1, description="None = model pcutoff"
+    )
+    dynamic_margin: float = Field(default=20.0, ge=0, description="pixels around the bodyparts")
 
 
 class Preprocessor:
@@ -151,6 +152,7 @@ class Preprocessor:
         else:
             small = self._buffer((oh, ow) if channels == 1 else (oh, ow, channels))
             cv2.resize(view, (ow, oh), dst=small, interpolation=interpolation)
+            assert conversion is not None  # grey and BGRA frames always need one
             cv2.cvtColor(small, conversion, dst=out[0])
         return out, transform
 

@@ -21,7 +21,6 @@ from typing import Any, Literal
 
 import numpy as np
 import onnxruntime as ort
-
 from pydantic import Field
 
 from poseloop.config import Strict
@@ -58,11 +57,15 @@ class RunnerConfig(Strict):
     providers: list[Literal["tensorrt", "cuda", "cpu"]] = Field(
         default_factory=lambda: ["cpu"], min_length=1
     )
-    allow_fallback: bool = Field(False, description="use what is available instead of failing")
-    intra_threads: int | None = Field(None, ge=1, description="None = ORT's default (cores)")
-    inter_threads: int | None = Field(None, ge=1)
-    device_id: int = Field(0, ge=0)
-    trt_cache_dir: str | None = Field(None, description="TensorRT engine cache folder")
+    allow_fallback: bool = Field(
+        default=False, description="use what is available instead of failing"
+    )
+    intra_threads: int | None = Field(
+        default=None, ge=1, description="None = ORT's default (cores)"
+    )
+    inter_threads: int | None = Field(default=None, ge=1)
+    device_id: int = Field(default=0, ge=0)
+    trt_cache_dir: str | None = Field(default=None, description="TensorRT engine cache folder")
     trt_fp16: bool = False
 
 
@@ -106,7 +109,8 @@ class OrtRunner:
             self.path, threads=intra_threads, inter_threads=inter_threads,
             providers=[(p, options.get(p, {})) for p in chosen],
         )
-        self.providers: list[str] = self.session.get_providers()
+        #: The providers the session actually uses, in priority order.
+        self.providers: list[str] = list(self.session.get_providers())
         self._check_started(chosen, allow_fallback)
         self.spec = ModelSpec.from_metadata(
             self.session.get_modelmeta().custom_metadata_map, str(self.path)

@@ -24,7 +24,7 @@ class CurveConfig(Strict):
         "start (clients then need the publisher's public_key each time)",
     )
     client_public_keys: list[str] = Field(
-        ...,
+        default=...,
         min_length=1,
         description="clients allowed to connect: each a Z85 public key (40 characters), a "
         "certificate file, or a folder of *.key certificate files",

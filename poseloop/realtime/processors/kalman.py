@@ -131,12 +131,12 @@ class KalmanConfig(Strict):
     """Latency compensation by Kalman forward prediction (see KalmanPredictor)."""
 
     type: Literal["kalman"] = "kalman"
-    latency_ms: float | None = Field(None, ge=0, description="None = each frame's measured")
+    latency_ms: float | None = Field(default=None, ge=0, description="None = each frame's measured")
     order: Literal[1, 2] = 1
-    pcutoff: float | None = Field(None, ge=0, le=1, description="None = model pcutoff")
-    measurement_noise: float = Field(3.0, gt=0)
-    process_noise: float = Field(3000.0, gt=0)
-    max_gap_ms: float = Field(250.0, gt=0)
+    pcutoff: float | None = Field(default=None, ge=0, le=1, description="None = model pcutoff")
+    measurement_noise: float = Field(default=3.0, gt=0)
+    process_noise: float = Field(default=3000.0, gt=0)
+    max_gap_ms: float = Field(default=250.0, gt=0)
 
 
 class KalmanPredictor:
