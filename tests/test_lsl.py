@@ -292,3 +292,30 @@ def test_a_pose_of_another_shape_is_named() -> None:
             sink.pose(Pose(np.zeros((1, 3, 3), np.float32), 3, 0))
     finally:
         sink.close()
+
+
+def test_engine_streams_every_recorded_frame_to_an_inlet(synthetic_onnx: Path,
+                                                         tmp_path: Path) -> None:
+    """The live engine with the ``lsl:`` section: an inlet in another process receives one
+    sample per recorded row, stamped with the frame's capture time on LSL's clock."""
+    import pandas as pd
+
+    from poseloop.realtime.engine import Engine
+
+    cfg = {"model": str(synthetic_onnx), "runner": {"intra_threads": 1},
+           "camera": {"kind": "synthetic", "fps": 100.0, "paced": True, "frames": 120},
+           "record": {"dir": str(tmp_path / "rec")},
+           "lsl": {"name": "poseloop-engine", "markers": False, "wait_for_consumers_s": 60}}
+    with LslInlet("poseloop-engine", workdir=tmp_path) as inlet:
+        with Engine.from_config(cfg) as engine:  # open waits for the inlet to connect
+            stats = engine.run()
+            got = inlet.finish({"poseloop-engine": stats.frames})["poseloop-engine"]
+    paths = engine.sink("recorder").paths
+    poses = pd.read_csv(paths["poses_csv"], header=[0, 1, 2], index_col=0)
+    timing = pd.read_csv(paths["timing_csv"])
+    assert stats.frames > 0 and len(got.samples) == len(poses) == len(timing) == stats.frames
+    np.testing.assert_allclose(np.array(got.samples), poses.to_numpy(), rtol=1e-5, atol=1e-3)
+    offset = lsl.measure_offset_ns(pylsl.local_clock)
+    np.testing.assert_allclose(got.timestamps, (timing["t_capture_ns"] + offset) / 1e9,
+                               atol=1e-3)
+    assert got.srate == 100.0 and got.labels[:3] == ["snout_x", "snout_y", "snout_likelihood"]
