@@ -3,7 +3,7 @@
 Every stage is a small class behind one of these protocols, so each can be tested and
 benchmarked alone and swapped without touching the others; the engine composes the parts it
 is given (``poseloop.realtime.builder`` makes them from config). This module imports only
-numpy.
+numpy (and the FrameTransform it names).
 
 Poses are N x K x 3 everywhere, from the decoder to every sink: N individuals (1 for a
 single-animal model), K bodyparts, (x, y, likelihood) in full-frame pixels.
@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
+
+from poseloop.realtime.transform import FrameTransform
 
 #: Stage names, in loop order, used as keys of ``Pose.timings`` (perf_counter_ns stamps,
 #: each taken when that stage *finished*; ``grab`` is when the loop took the frame).
@@ -53,27 +55,6 @@ class CameraInfo:
     fps: float
     pixel_format: str = "BGR8"
     name: str = "camera"
-
-
-@dataclass
-class FrameTransform:
-    """Maps network-input pixels back to full-frame pixels: x_full = (x + 0.5) / sx - 0.5 + x0.
-
-    Produced by preprocessing (crop offset x0, y0 then per-axis scale sx, sy); no other
-    code needs to know about crops or resizes. The pixel-centre convention (+0.5 / -0.5) is
-    this one place's; evaluation and export use it too.
-    """
-
-    x0: float = 0.0
-    y0: float = 0.0
-    sx: float = 1.0
-    sy: float = 1.0
-
-    def to_full(self, xy: np.ndarray) -> np.ndarray:
-        """Map points (... x >= 2: x, y first) in place and return them."""
-        xy[..., 0] = (xy[..., 0] + 0.5) / self.sx - 0.5 + self.x0
-        xy[..., 1] = (xy[..., 1] + 0.5) / self.sy - 0.5 + self.y0
-        return xy
 
 
 @dataclass
