@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from poseloop.realtime.engine import RunStats
-from poseloop.realtime.recorder import Recorder
-from poseloop.realtime.types import STAGES, Pose
+from poseloop.realtime.recorder import RecordConfig, Recorder
+from poseloop.realtime.types import STAGES, CameraInfo, Frame, Pose, Session
 from poseloop.soak import _check, format_report, run_soak
 
 SECONDS = float(os.environ.get("POSELOOP_SOAK_SECONDS", "60"))
@@ -32,12 +32,21 @@ def test_soak_loses_nothing(synthetic_onnx: Path, tmp_path: Path) -> None:
     assert len(report.rss_mb) >= SECONDS / 2
 
 
+def _recorder(out: Path, video: bool = False, size: tuple[int, int] = (96, 64)) -> Recorder:
+    recorder = Recorder(RecordConfig(dir=str(out), flush_s=60, video=video))
+    recorder.open(Session(bodyparts=("snout",), scorer="DLC_test",
+                          cameras=(CameraInfo(size[0], size[1], 200.0),)))
+    return recorder
+
+
 def _recording(out: Path, frames: list[int]) -> dict[str, Path]:
-    recorder = Recorder(out, ["snout"], "DLC_test", flush_s=60)
+    recorder = _recorder(out)
+    blank = np.zeros((64, 96, 3), np.uint8)
     for i in frames:
         t = 1_000_000 * i
-        recorder.submit(Pose(np.full((1, 3), i, np.float32), i, t,
-                             {stage: t + j + 1 for j, stage in enumerate(STAGES)}))
+        recorder.pose(Pose(np.full((1, 1, 3), i, np.float32), i, t,
+                           {stage: t + j + 1 for j, stage in enumerate(STAGES)}),
+                      Frame(blank, i, t))
     recorder.close()
     return recorder.paths
 
@@ -82,9 +91,9 @@ def test_the_video_check_names_a_missing_frame(tmp_path: Path) -> None:
 
     camera = SyntheticCamera(96, 64, paced=False, frames=12)
     camera.open()
-    recorder = Recorder(tmp_path, ["snout"], "DLC_test", video=True, flush_s=60)
+    recorder = _recorder(tmp_path, video=True)
     while (frame := camera.read()) is not None:
-        recorder.submit(Pose(np.zeros((1, 3), np.float32), frame.index, 0), frame)
+        recorder.pose(Pose(np.zeros((1, 1, 3), np.float32), frame.index, 0), frame)
     recorder.close()
     assert _check_video(recorder.paths, recorder.video_dropped) == []
     timing = pd.read_csv(recorder.paths["timing_csv"])
