@@ -1,23 +1,34 @@
-"""Records poses, per-frame timings and optionally the video, in a writer thread.
+"""The recorder sink (section ``record``): poses, per-frame timings and optionally the video.
 
-The loop calls :meth:`Recorder.submit`, which copies the pose and its stage stamps into a
-preallocated ring and puts a small record on a bounded queue without waiting: a full queue
-is counted in ``dropped``, never waited on. The writer thread collects records, writes video
-frames as they come, and every ``flush_s`` seconds and at :meth:`Recorder.close` appends the
-new rows to the files:
+The loop calls :meth:`Recorder.pose`, which copies the points, track ids, stage stamps and
+(with ``record.video``) the image into preallocated buffers and queues a slot number without
+waiting: a full queue is counted in ``dropped``, never waited on. The writer thread writes
+video frames as they come and, every ``flush_s`` seconds and at :meth:`Recorder.close`,
+appends the new rows to the files (all named at :meth:`Recorder.open`, from the Session):
 
 * ``<name><scorer>.h5`` / ``.csv``: poses in DeepLabCut's layout (key ``df_with_missing``,
-  table format, columns scorer / bodyparts / coords x, y, likelihood, index = frame index),
-  so a scorer named like DeepLabCut's (``DLC_...``) gives the file names its tools look for
-  beside the video ``<name>.mkv``. Frames the loop did not process are absent. (No .h5 for
-  a session without poses: pandas cannot store an empty table.)
+  table format, index = frame index). A single-animal model gets the columns scorer /
+  bodyparts / coords (x, y, likelihood); a multi-animal one (``Session.multi_animal``) gets
+  scorer / individuals / bodyparts / coords, its unique bodyparts under the individual
+  ``single``, as DeepLabCut's ``analyze_videos`` writes them. A scorer named like
+  DeepLabCut's (``DLC_...``) gives the file names its tools look for beside the video
+  ``<name>.mkv``. Frames the loop did not process are absent. (No .h5 for a session without
+  poses: pandas cannot store an empty table.)
 * ``<name><scorer>_timing.csv``: one row per recorded frame: ``frame``, ``t_capture_ns``,
   ``t_device_ns``, each stage's ``perf_counter_ns`` stamp (``STAGES``; other keys are not
   recorded), ``dropped`` (frames before this one the loop never processed), ``lost`` (poses
   before this one the recorder had no room for) and ``video_frame`` (its frame number in
-  the video, empty if it has none). Missing values are empty cells.
-* ``<name><scorer>_events.csv``: fired rules (``frame``, ``rule``, ``action``, ``t_ns``),
-  from :meth:`Recorder.submit_event`.
+  the video, empty if it has none); a multi-animal session adds one ``id_<individual>``
+  column per individual: the track id in that row of ``Pose.ids``, empty while it has none
+  (-1). Missing values are empty cells.
+* ``<name><scorer>_events.csv``: fired rules' actions (``frame``, ``rule``, ``action``,
+  ``t_ns``), from :meth:`Recorder.event`.
+
+The rows are formatted by this module, not by pandas (byte for byte what pandas'
+``to_csv`` wrote before, so DeepLabCut's tools read the same files): the writer thread builds
+no per-flush objects that outlive the flush, and the recorder's memory stays constant over a
+long run. The video's Matroska index (about 3.5 bytes per frame of ``mp4v``, one entry per
+key frame) is the one thing that grows; the muxer needs it to make the file seekable.
 
 Nothing already on disk is put at risk by a later write, so a long run holds only the rows
 of one flush in memory and a write error (disk full, unplugged drive, read-only folder)
@@ -26,27 +37,33 @@ stay in memory to be retried at the next flush. The .csv files are ``fsync``-ed 
 flush and are the record that survives a crash. The .h5 is written at :meth:`close` from
 the poses .csv, through a temporary file that is read back before it takes the final name
 (HDF5 does not always report a failed write). Write errors are counted in ``errors`` and
-described in ``error``; the loop decides whether to stop (``record.on_error``).
+described in ``error``; with ``record.on_error: stop`` the error is also ``fatal``, which
+stops the run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
+import io
+import itertools
 import logging
+import math
 import os
 import queue
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
-import cv2
 import numpy as np
-import pandas as pd
+from pydantic import Field
 
-from poseloop.realtime.types import STAGES, Frame, Pose
+from poseloop.config import Strict
+from poseloop.realtime.sinks import SINKS
+from poseloop.realtime.types import STAGES, ActionRecord, Frame, Pose, Session
 
 log = logging.getLogger(__name__)
 
@@ -56,55 +73,89 @@ _STAGE_COLUMN = {stage: 2 + i for i, stage in enumerate(STAGES)}
 _DROPPED, _LOST, _VIDEO = (TIMING_COLUMNS.index(c) for c in ("dropped", "lost", "video_frame"))
 _STOP = object()
 _H5_KEY = "df_with_missing"
+COORDS = ("x", "y", "likelihood")
+#: The column levels of the poses table, single- and multi-animal (DeepLabCut's names).
+SINGLE_ANIMAL_LEVELS = ("scorer", "bodyparts", "coords")
+MULTI_ANIMAL_LEVELS = ("scorer", "individuals", "bodyparts", "coords")
+#: DeepLabCut's individual for the unique bodyparts of a multi-animal model.
+UNIQUE_INDIVIDUAL = "single"
+FOURCC = "mp4v"
+#: Seconds of frames the video copies cover (at least 32 copies): a writer that lags behind
+#: the camera longer than this (a slow disk) skips frames (``video_dropped``).
+VIDEO_BUFFER_S = 0.5
 #: What to do when a recording of the same name is already in the folder.
 IfExists = Literal["number", "overwrite", "error"]
 
 
-class _Event(NamedTuple):
-    frame: int
-    rule: str
-    action: str
-    t_ns: int
+class RecordConfig(Strict):
+    """Recording of poses (DeepLabCut layout), per-frame timings and optionally the video."""
+
+    dir: str | None = Field(None, description="output folder; None = do not record")
+    name: str = Field("session", min_length=1, description="file stem")
+    video: bool = Field(False, description="also record the frames (<name>.mkv, MPEG-4)")
+    queue_size: int = Field(4096, ge=1, description="poses in flight before one is dropped")
+    flush_s: float = Field(2.0, gt=0, le=3600,
+                           description="seconds between appends to the files (crash exposure)")
+    if_exists: IfExists = Field(
+        "number", description="an earlier recording of this name: keep it and number the new "
+        "one (name-2, ...), replace it, or refuse to start"
+    )
+    on_error: Literal["stop", "continue"] = Field(
+        "stop", description="a write error (disk full, ...) stops the run, or is only counted"
+    )
+
+
+def pose_columns(session: Session) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """The poses table's column level names and columns for ``session``, in the order of
+    ``Pose.points`` (individual, bodypart, coordinate) then ``Pose.unique``.
+
+    Single-animal sessions (``multi_animal`` False) must have one individual and no unique
+    bodyparts, as in DeepLabCut's single-animal projects.
+    """
+    scorer = session.scorer
+    if not session.multi_animal:
+        if len(session.individuals) != 1 or session.unique_bodyparts:
+            raise ValueError(
+                f"a single-animal recording has one individual and no unique bodyparts; the "
+                f"session has individuals {list(session.individuals)} and unique bodyparts "
+                f"{list(session.unique_bodyparts)} (multi_animal: False)")
+        return SINGLE_ANIMAL_LEVELS, [(scorer, b, c) for b in session.bodyparts for c in COORDS]
+    columns = [(scorer, i, b, c) for i in session.individuals for b in session.bodyparts
+               for c in COORDS]
+    columns += [(scorer, UNIQUE_INDIVIDUAL, b, c) for b in session.unique_bodyparts
+                for c in COORDS]
+    return MULTI_ANIMAL_LEVELS, columns
+
+
+@SINKS.register("record", RecordConfig)
+def record_sink(config: RecordConfig) -> Recorder | None:
+    """The ``record`` section's sink: a Recorder, or None without ``record.dir``."""
+    return Recorder(config) if config.dir else None
 
 
 class Recorder:
     """Writes poses, timings and (optionally) video in its own thread; never blocks the loop.
 
-    out_dir: created if needed. bodyparts, scorer: the DeepLabCut column levels.
-    name: file stem (see the module docstring). if_exists: an earlier recording with this
-    stem is kept and the new one numbered ``<name>-2``, ``-3``, ... ("number"), replaced
-    ("overwrite"), or a FileExistsError ("error").
-    video, video_fps, fourcc: record the frames.
-    queue_size: records in flight before ``submit`` drops. flush_s: seconds between writes.
-    video_buffers: frame copies in flight before a video frame is skipped (``video_dropped``);
-    they must cover a table flush (a few hundred ms) at the camera's frame rate.
+    Made from its config section; :meth:`open` names the files (``record.if_exists``: an
+    earlier recording with this stem is kept and the new one numbered ``<name>-2``, ``-3``,
+    ... ("number"), replaced ("overwrite"), or a FileExistsError ("error")), writes their
+    headers and, with ``record.video``, opens the video at the camera's size and frame rate.
+    Records the poses of the session's first camera.
     """
 
-    def __init__(
-        self,
-        out_dir: str | Path,
-        bodyparts: Sequence[str],
-        scorer: str,
-        name: str = "session",
-        video: bool = False,
-        video_fps: float = 30.0,
-        fourcc: str = "mp4v",
-        queue_size: int = 1024,
-        flush_s: float = 10.0,
-        video_buffers: int = 32,
-        if_exists: IfExists = "number",
-    ) -> None:
-        if queue_size < 1 or flush_s <= 0 or video_buffers < 1 or len(fourcc) != 4:
-            raise ValueError("need queue_size >= 1, flush_s > 0, video_buffers >= 1, 4-char fourcc")
-        self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.bodyparts = list(bodyparts)
-        self.scorer = scorer
-        self.name = name = _free_name(self.out_dir, name, scorer, if_exists)
-        self.paths = _paths(self.out_dir, name, scorer)
-        self.video, self.video_fps, self.fourcc = video, video_fps, fourcc
-        self.flush_s = flush_s
-        self.video_buffers = video_buffers
+    #: The sink's name in the engine's messages and counts ("stopped by recorder error").
+    name = "recorder"
+    #: The engine hands the recorder each pose after the ``publish`` stamp (it records it).
+    after_publish = True
+
+    def __init__(self, config: RecordConfig) -> None:
+        if not config.dir:
+            raise ValueError("record.dir is not set: nowhere to record")
+        self.config = config
+        self.out_dir = Path(config.dir)
+        #: The files' stem once open (``record.name``, numbered if taken).
+        self.stem: str | None = None
+        self.paths: dict[str, Path] = {}
         self.dropped = 0
         self.events_dropped = 0
         self.video_dropped = 0
@@ -112,65 +163,131 @@ class Recorder:
         self.error: str | None = None
         #: Pose rows on disk in the .csv (the count that survives a crash).
         self.rows_written = 0
-        k = len(self.bodyparts)
+        self._opened = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def fatal(self) -> str | None:
+        """The write error, when ``record.on_error`` is "stop" (the engine then stops)."""
+        return self.error if self.config.on_error == "stop" else None
+
+    # ------------------------------------------------------------- loop thread
+    def open(self, session: Session) -> None:
+        """Name and start the files from ``session`` and start the writer thread.
+
+        Raises FileExistsError (``if_exists: error``), OSError naming the file or folder
+        that cannot be written, ValueError for a session the layout cannot hold.
+        """
+        if self._opened:
+            raise RuntimeError("recorder is already open")
+        cfg = self.config
+        if not session.cameras:
+            raise ValueError("the session names no camera: open the camera before the recorder")
+        levels, columns = pose_columns(session)
+        self._multi = session.multi_animal
+        self._shape = session.shape
+        self._individuals = session.individuals
+        self._unique_shape = (len(session.unique_bodyparts), 3)
+        camera = session.cameras[0]
+        self._frame_shape = (camera.height, camera.width, 3)
+        self._camera_name = camera.name
+        ids = [f"id_{name}" for name in session.individuals] if self._multi else []
+        try:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OSError(f"{self.out_dir}: cannot create the recording folder ({e})") from e
+        self.stem = stem = _free_name(self.out_dir, cfg.name, session.scorer, cfg.if_exists)
+        self.paths = paths = _paths(self.out_dir, stem, session.scorer)
+        for stale in ("poses_h5", "video"):  # of a recording this one replaces
+            paths[stale].unlink(missing_ok=True)
+        self._writer = _open_video(paths["video"], camera.width, camera.height, camera.fps,
+                                   camera.name) if cfg.video else None
+        try:
+            _write_new(paths["poses_csv"], _csv_text(
+                [name, *(column[j] for column in columns)] for j, name in enumerate(levels)))
+            _write_new(paths["timing_csv"], _csv_text([["frame", *TIMING_COLUMNS, *ids]]))
+            _write_new(paths["events_csv"], _csv_text([ActionRecord._fields]))
+        except OSError:
+            if self._writer is not None:
+                self._writer.release()
+            raise
+
+        width, n_times = len(columns), len(TIMING_COLUMNS) + len(ids)
+        self._n_points = math.prod(self._shape)
         # Producer side (loop thread). The rings have queue_size + 2 slots: queue_size
-        # queued, one in the writer's hands, and the one submit() fills, so a slot written by
-        # submit() is never one the writer has yet to read.
-        self._queue: queue.Queue[Any] = queue.Queue(queue_size)
-        self._ring = np.empty((queue_size + 2, k, 3), np.float32)
-        self._ring_times = np.empty((queue_size + 2, len(TIMING_COLUMNS)), np.int64)
+        # queued, one in the writer's hands, and the one pose() fills, so a slot written by
+        # pose() is never one the writer has yet to read.
+        slots = cfg.queue_size + 2
+        self._queue: queue.Queue[Any] = queue.Queue(cfg.queue_size)
+        self._slot_numbers = tuple(range(slots))  # queued as they are: no int per pose
+        self._ring = np.empty((slots, width), np.float32)
+        self._ring_times = np.empty((slots, n_times), np.int64)
+        self._ring_index = np.empty(slots, np.int64)
+        self._ring_images: list[np.ndarray | None] = [None] * slots
         self._next = 0
         self._lost = 0
         self._pool: list[np.ndarray] = []
         self._allocated = 0
-        self._video_shape: tuple[int, ...] | None = None
-        self._closed = False
+        self._video_buffers = max(32, math.ceil(camera.fps * VIDEO_BUFFER_S)) if cfg.video else 0
+        self._warned_size = False
         # Writer side: rows not yet in every file, from row number self._base on.
         self._n = 0
         self._base = 0
-        self._poses = np.empty((1024, k, 3), np.float32)
+        self._values = np.empty((1024, width), np.float32)
         self._index = np.empty(1024, np.int64)
-        self._times = np.empty((1024, len(TIMING_COLUMNS)), np.int64)
+        self._times = np.empty((1024, n_times), np.int64)
         self._last_index = -1
         self._rows = {"poses_csv": 0, "timing_csv": 0}
-        self._events: list[_Event] = []
-        self._events_written = 0
-        self._started: set[str] = set()
-        self._writer: cv2.VideoWriter | None = None
-        self._video_failed = False
+        self._events: list[ActionRecord] = []
         self._video_count = 0
-        self._column_levels = [[scorer], self.bodyparts, ["x", "y", "likelihood"]]
-        self._thread = threading.Thread(target=self._run, name=f"recorder {name}", daemon=True)
+        self._opened = True
+        self._thread = threading.Thread(target=self._run, name=f"recorder {stem}", daemon=True)
         self._thread.start()
 
-    # ------------------------------------------------------------- loop thread
-    def submit(self, pose: Pose, frame: Frame | None = None) -> None:
-        """Queue a pose (and its frame, if recording video) without waiting.
+    def pose(self, pose: Pose, frame: Frame) -> None:
+        """Queue a pose (and, recording video, its frame's image) without waiting.
 
-        The pose data, stamps and image are copied, so the loop may reuse its buffers at once.
+        Everything is copied, so the loop may reuse its buffers at once. A pose of another
+        shape than the session's, or from another camera, is a ValueError.
         """
-        if self._closed:
-            raise RuntimeError("recorder is closed")
-        if pose.data.shape != self._ring.shape[1:]:
-            raise ValueError(
-                f"pose of shape {pose.data.shape}; the recorder expects "
-                f"{self._ring.shape[1:]} (one row per bodypart)"
-            )
+        if not self._opened or self._closed:
+            raise RuntimeError(f"recorder is {'closed' if self._closed else 'not open'}")
+        if pose.points.shape != self._shape or pose.ids.shape != self._shape[:1]:
+            raise ValueError(self._shape_error(pose))
+        if pose.camera != 0:
+            raise ValueError(f"frame {pose.frame_index}: a pose from camera {pose.camera}; "
+                             f"the recorder records camera 0 ({self._camera_name!r})")
         slot = self._next % len(self._ring)
-        np.copyto(self._ring[slot], pose.data)
+        row = self._ring[slot]
+        n = self._n_points
+        row[:n] = pose.points.reshape(n)
+        if n < len(row):  # the unique bodyparts
+            unique = pose.unique
+            if unique is None:
+                row[n:] = np.nan
+            elif unique.shape == self._unique_shape:
+                row[n:] = unique.reshape(-1)
+            else:
+                raise ValueError(f"frame {pose.frame_index}: unique bodyparts of shape "
+                                 f"{unique.shape}; the session has {self._unique_shape[0]} x 3")
         times = self._ring_times[slot]
         times[:] = MISSING
         times[0] = pose.t_capture_ns
-        if frame is not None and frame.t_device_ns is not None:
+        if frame.t_device_ns is not None:
             times[1] = frame.t_device_ns
         for key, value in pose.timings.items():
             column = _STAGE_COLUMN.get(key)
             if column is not None:
                 times[column] = value
         times[_LOST] = self._lost
-        image = self._copy_image(frame.image) if self.video and frame is not None else None
+        if self._multi:
+            times[len(TIMING_COLUMNS):] = pose.ids
+        self._ring_index[slot] = pose.frame_index
+        image = self._copy_image(frame.image) if self._writer is not None else None
+        self._ring_images[slot] = image
         try:
-            self._queue.put_nowait((slot, pose.frame_index, image))
+            self._queue.put_nowait(self._slot_numbers[slot])
         except queue.Full:
             self.dropped += 1
             self._lost += 1
@@ -180,29 +297,35 @@ class Recorder:
         self._next += 1
         self._lost = 0
 
-    def submit_event(self, frame_index: int, rule: str, action: str, t_ns: int) -> None:
-        """Queue a fired rule's action without waiting (a full queue counts in events_dropped)."""
-        if self._closed:
-            raise RuntimeError("recorder is closed")
+    def event(self, action: ActionRecord) -> None:
+        """Queue a fired rule's action without waiting (a full queue counts in
+        ``events_dropped``)."""
+        if not self._opened or self._closed:
+            raise RuntimeError(f"recorder is {'closed' if self._closed else 'not open'}")
         try:
-            self._queue.put_nowait(_Event(frame_index, rule, action, t_ns))
+            self._queue.put_nowait(action)
         except queue.Full:
             self.events_dropped += 1
 
-    def send(self, pose: Pose) -> None:
-        """``Sink`` protocol: record a pose without its frame."""
-        self.submit(pose)
+    def _shape_error(self, pose: Pose) -> str:
+        n, k, _ = self._shape
+        return (f"frame {pose.frame_index}: a pose of shape {pose.points.shape} with ids of "
+                f"shape {pose.ids.shape}; the recorder expects N x K x 3 = {n} x {k} x 3 points "
+                f"and {n} ids (individuals: {', '.join(self._individuals)})")
 
     def _copy_image(self, image: np.ndarray) -> np.ndarray | None:
-        if self._video_shape is None:
-            self._video_shape = image.shape
-        if image.shape != self._video_shape:
+        if image.shape != self._frame_shape:
             self.video_dropped += 1
+            if not self._warned_size:
+                self._warned_size = True
+                log.warning("recorder: camera %r delivered a %s frame, the video is %s: "
+                            "such frames are not recorded", self._camera_name, image.shape,
+                            self._frame_shape)
             return None
         if self._pool:
             buffer = self._pool.pop()
-        elif self._allocated < self.video_buffers:
-            buffer = np.empty(image.shape, np.uint8)
+        elif self._allocated < self._video_buffers:
+            buffer = np.empty(self._frame_shape, np.uint8)
             self._allocated += 1
         else:
             self.video_dropped += 1
@@ -215,18 +338,14 @@ class Recorder:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(_STOP)
-        self._thread.join(timeout)
-
-    def __enter__(self) -> Recorder:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
 
     # ----------------------------------------------------------- writer thread
     def _run(self) -> None:
-        due = time.monotonic() + self.flush_s
+        flush_s = self.config.flush_s
+        due = time.monotonic() + flush_s
         while True:
             try:
                 record = self._queue.get(timeout=max(0.0, due - time.monotonic()))
@@ -234,105 +353,96 @@ class Recorder:
                 record = None
             if record is _STOP:
                 break
-            if isinstance(record, _Event):
-                self._events.append(record)
-            elif record is not None:
-                self._store(record)
-            if time.monotonic() >= due:
-                if self._n or len(self._events) or not self._started:
-                    self._flush()
-                due = time.monotonic() + self.flush_s
-        self._flush()
-        self._write_h5()
-        if self._writer is not None:
-            self._writer.release()
+            try:
+                if isinstance(record, ActionRecord):
+                    self._events.append(record)
+                elif record is not None:
+                    self._store(record)
+                if time.monotonic() >= due:
+                    due = time.monotonic() + flush_s
+                    if self._n or self._events:
+                        self._flush()
+            except Exception as e:  # a bug must not silently end the recording
+                self._fail(self.out_dir, f"writer thread: {e!r}")
+        try:
+            self._flush()
+            self._write_h5()
+        except Exception as e:
+            self._fail(self.out_dir, f"writer thread: {e!r}")
+        finally:
+            if self._writer is not None:
+                self._writer.release()
 
-    def _store(self, record: tuple) -> None:
-        """Append one pose record to the pending rows (and its image to the video)."""
-        slot, index, image = record
+    def _store(self, slot: int) -> None:
+        """Append one pose to the pending rows (and its image to the video)."""
         n = self._n
         if n == len(self._index):
-            self._poses = _grow(self._poses)
+            self._values = _grow(self._values)
             self._index = _grow(self._index)
             self._times = _grow(self._times)
-        self._poses[n] = self._ring[slot]
+        self._values[n] = self._ring[slot]
+        index = int(self._ring_index[slot])
         self._index[n] = index
         row = self._times[n]
         row[:] = self._ring_times[slot]
-        row[_DROPPED] = max(0, index - self._last_index - 1 - row[_LOST])
-        if image is not None:
-            if self._write_video(image):
-                row[_VIDEO] = self._video_count
-                self._video_count += 1
+        row[_DROPPED] = max(0, index - self._last_index - 1 - int(row[_LOST]))
+        image, writer = self._ring_images[slot], self._writer
+        if image is not None and writer is not None:
+            self._ring_images[slot] = None
+            writer.write(image)
+            row[_VIDEO] = self._video_count
+            self._video_count += 1
             self._pool.append(image)
         self._last_index = index
         self._n = n + 1
 
-    def _write_video(self, image: np.ndarray) -> bool:
-        if self._writer is None and not self._video_failed:
-            path = self.paths["video"]
-            size = (image.shape[1], image.shape[0])
-            writer = cv2.VideoWriter(
-                str(path), cv2.VideoWriter_fourcc(*self.fourcc), self.video_fps, size
-            )
-            if not writer.isOpened():
-                self._video_failed = True
-                self._fail(path, f"cannot open for writing ({self.fourcc}, {size[0]}x{size[1]})")
-                return False
-            self._writer = writer
-        if self._writer is None:
-            return False
-        self._writer.write(image)
-        return True
-
     def _flush(self) -> None:
         """Append the pending rows to each file; forget the rows every file now holds."""
         n, base = self._n, self._base
-        # A fresh column index each flush: pandas keeps a reference from a shared index to
-        # every frame built on it, so reusing one grew the memory ~50 bytes a pose.
-        columns = pd.MultiIndex.from_product(self._column_levels,
-                                             names=["scorer", "bodyparts", "coords"])
-        poses = pd.DataFrame(
-            self._poses[:n].reshape(n, len(columns)).astype(np.float64),
-            index=self._index[:n].copy(), columns=columns,
-        )
         done = self._rows
-        if self._append_csv("poses_csv", poses.iloc[done["poses_csv"] - base:], index=True):
+        if self._append("poses_csv", self._pose_rows(done["poses_csv"] - base, n)):
             done["poses_csv"] = base + n
             self.rows_written = base + n
-        if self._append_csv("timing_csv", self._timing(done["timing_csv"] - base), index=False):
+        if self._append("timing_csv", self._timing_rows(done["timing_csv"] - base, n)):
             done["timing_csv"] = base + n
-        events = pd.DataFrame(self._events, columns=_Event._fields)
-        if self._append_csv("events_csv", events, index=False):
-            self._events_written += len(self._events)
+        if self._events and self._append("events_csv", _csv_text(self._events)):
             self._events.clear()
         # Rows every file holds are forgotten; the rest (after an error) move to the front.
         keep_from = min(done.values()) - base
         if keep_from:
             left = n - keep_from
-            for array in (self._poses, self._index, self._times):
+            for array in (self._values, self._index, self._times):
                 array[:left] = array[keep_from:n]
             self._n, self._base = left, base + keep_from
 
-    def _timing(self, start: int) -> pd.DataFrame:
-        """The pending timing rows from ``start``."""
-        n = self._n
-        columns: dict[str, Any] = {"frame": self._index[start:n]}
-        for j, name in enumerate(TIMING_COLUMNS):
-            values = self._times[start:n, j].copy()
-            columns[name] = pd.arrays.IntegerArray(values, values == MISSING)
-        return pd.DataFrame(columns)
+    def _pose_rows(self, start: int, stop: int) -> str:
+        """Pending pose rows ``start:stop`` as .csv lines (pandas' float64 formatting)."""
+        index = self._index[start:stop].tolist()
+        values = self._values[start:stop].astype(np.float64).tolist()
+        return "".join([f"{i},{','.join([_float(v) for v in row])}\n"
+                        for i, row in zip(index, values, strict=True)])
 
-    def _append_csv(self, key: str, rows: pd.DataFrame, index: bool) -> bool:
-        """Append rows (with the header on the first write) and fsync; on failure cut the
-        file back to its last whole row. False if nothing was written."""
-        path, first = self.paths[key], key not in self._started
-        if rows.empty and not first:
+    def _timing_rows(self, start: int, stop: int) -> str:
+        """Pending timing rows ``start:stop`` as .csv lines (missing values and ids < 0
+        empty)."""
+        n = len(TIMING_COLUMNS)
+        lines = []
+        rows = self._times[start:stop].tolist()
+        for i, row in zip(self._index[start:stop].tolist(), rows, strict=True):
+            cells = ["" if v == MISSING else str(v) for v in row[:n]]
+            cells += ["" if v < 0 else str(v) for v in row[n:]]
+            lines.append(f"{i},{','.join(cells)}\n")
+        return "".join(lines)
+
+    def _append(self, key: str, text: str) -> bool:
+        """Append rows and fsync; on failure cut the file back to its last whole row.
+        False if nothing was written."""
+        if not text:
             return True
-        text = rows.to_csv(index=index, header=first, lineterminator="\n")
+        path = self.paths[key]
         size: int | None = None  # where this append started, once the file is open
         try:
-            with open(path, "w" if first else "a", newline="") as fh:
+            with open(path, "a", newline="") as fh:
                 size = fh.tell()
                 fh.write(text)
                 fh.flush()
@@ -343,7 +453,6 @@ class Recorder:
                 with contextlib.suppress(OSError):
                     os.truncate(path, size)
             return False
-        self._started.add(key)
         return True
 
     def _write_h5(self) -> None:
@@ -362,26 +471,31 @@ class Recorder:
         log.error("recorder: %s", self.error)
 
 
-def csv_to_h5(csv: str | Path, h5: str | Path | None = None,
+def csv_to_h5(csv_path: str | Path, h5: str | Path | None = None,
               expected_rows: int | None = None) -> Path:
-    """Write a recorded poses .csv as DeepLabCut's .h5 (beside it unless ``h5`` is given).
+    """Write a recorded poses .csv as DeepLabCut's .h5 (beside it unless ``h5`` is given),
+    single- or multi-animal (the layout is read from the .csv's header).
 
     Goes through a temporary file that is read back whole and compared (a digest of every
     index value and coordinate) before it takes the final name: on a full disk HDF5 has been
     seen to report success and store zeros. Also what ``poseloop recover`` runs after a
     crash, when only the .csv files were written. Raises OSError naming the file.
     """
-    csv = Path(csv)
-    path = Path(h5) if h5 is not None else csv.with_suffix(".h5")
+    import pandas as pd  # here: the config imports every sink module, this is for close
+
+    csv_path = Path(csv_path)
+    path = Path(h5) if h5 is not None else csv_path.with_suffix(".h5")
     tmp = path.with_name(path.name + ".tmp")
     chunk_rows = 100_000
     try:
+        levels = _levels_of(csv_path)
         columns = None
         written, rows = hashlib.sha256(), 0
         with pd.HDFStore(tmp, mode="w") as store:
-            for chunk in pd.read_csv(csv, header=[0, 1, 2], index_col=0, chunksize=chunk_rows):
+            for chunk in pd.read_csv(csv_path, header=list(range(len(levels))), index_col=0,
+                                     chunksize=chunk_rows):
                 columns = columns if columns is not None else pd.MultiIndex.from_tuples(
-                    list(chunk.columns), names=["scorer", "bodyparts", "coords"])
+                    list(chunk.columns), names=list(levels))
                 chunk.columns = columns
                 chunk.index = chunk.index.astype(np.int64)
                 chunk = chunk.astype(np.float64)
@@ -404,7 +518,54 @@ def csv_to_h5(csv: str | Path, h5: str | Path | None = None,
     return path
 
 
-def _digest(hasher: Any, table: pd.DataFrame) -> None:
+def _levels_of(csv_path: Path) -> tuple[str, ...]:
+    """The column levels a poses .csv's header names (its rows' first cells)."""
+    with open(csv_path, newline="") as fh:
+        first = [row[0] if row else "" for row in itertools.islice(csv.reader(fh), 4)]
+    for levels in (MULTI_ANIMAL_LEVELS, SINGLE_ANIMAL_LEVELS):
+        if tuple(first[:len(levels)]) == levels:
+            return levels
+    raise ValueError(f"not a DeepLabCut poses table: its header rows start {first}")
+
+
+def _float(value: float) -> str:
+    """A float64 as pandas' ``to_csv`` writes it: the shortest repr, empty for NaN."""
+    return repr(value) if value == value else ""
+
+
+def _csv_text(rows: Iterable[Sequence[object]]) -> str:
+    """Rows as .csv text, quoted as pandas' ``to_csv`` quotes them (QUOTE_MINIMAL)."""
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(rows)
+    return text.getvalue()
+
+
+def _write_new(path: Path, text: str) -> None:
+    """Create ``path`` with ``text`` (a header), fsync-ed; OSError naming the file."""
+    try:
+        with open(path, "w", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as e:
+        raise OSError(f"{path}: cannot write ({e})") from e
+
+
+def _open_video(path: Path, width: int, height: int, fps: float, camera: str) -> Any:
+    """An OpenCV VideoWriter for the camera's frames; OSError naming the file if not."""
+    import cv2  # here: only a recording with video needs it
+
+    if not fps > 0:
+        raise ValueError(f"record.video: camera {camera!r} reports {fps} fps; the video needs "
+                         f"its frame rate")
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*FOURCC), fps, (width, height))
+    if not writer.isOpened():
+        raise OSError(f"{path}: cannot open for writing ({FOURCC}, {width}x{height} at "
+                      f"{fps:g} fps)")
+    return writer
+
+
+def _digest(hasher: Any, table: Any) -> None:
     hasher.update(np.ascontiguousarray(table.index.to_numpy(np.int64)).tobytes())
     hasher.update(np.ascontiguousarray(table.to_numpy(np.float64)).tobytes())
 
@@ -416,9 +577,10 @@ def _paths(out_dir: Path, name: str, scorer: str) -> dict[str, Path]:
         "poses_csv": out_dir / f"{stem}.csv",
         "timing_csv": out_dir / f"{stem}_timing.csv",
         "events_csv": out_dir / f"{stem}_events.csv",
-        # Matroska, not MP4: an MP4 muxer holds ~70 bytes per frame in memory until it writes
+        # Matroska, not MP4: an MP4 muxer holds ~85 bytes per frame in memory until it writes
         # its index at the end (100+ MB an hour at 200 FPS), and a killed run's .mp4 does
-        # not play at all; a .mkv grows ~3 bytes a frame and plays up to its last cluster.
+        # not play at all; a .mkv holds ~3.5 bytes a frame (its index of key frames) and
+        # plays up to its last cluster.
         "video": out_dir / f"{name}.mkv",
     }
 
