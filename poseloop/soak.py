@@ -229,6 +229,7 @@ def run_soak(model: str | Path, out_dir: str | Path, duration_s: float, fps: flo
     report.outputs_off = _turned_off(received)
     report.record_dir = out_dir
     pd.DataFrame(samples, columns=["t_s", "rss_mb"]).to_csv(out_dir / "memory.csv", index=False)
+    plot_memory(samples, warmup_s, out_dir / "memory.png")
     problems = report.problems
     if recorder.errors:
         problems.append(f"recorder errors: {recorder.errors} ({recorder.error})")
@@ -245,6 +246,36 @@ def run_soak(model: str | Path, out_dir: str | Path, duration_s: float, fps: flo
         problems.append(f"device: sent {commands_sent}, dropped {device_drops}, "
                         f"received {commands_received}")
     return report
+
+
+def plot_memory(samples: list[tuple[float, float]], warmup_s: float, path: Path) -> bool:
+    """Plot RSS over the run with the warm-up baseline and the 5 % limit (needs matplotlib,
+    which the ``train`` extra brings; False without it)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    t = np.array([s[0] for s in samples]) / 60.0
+    rss = np.array([s[1] for s in samples])
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.plot(t, rss, lw=1, label="resident memory")
+    after = rss[t * 60.0 >= warmup_s]
+    if len(after):
+        base = after[0]
+        ax.axhline(base, color="grey", lw=0.8, ls="--", label="after warm-up")
+        ax.axhline(base * (1 + RSS_LIMIT), color="red", lw=0.8, ls=":",
+                   label=f"limit (+{RSS_LIMIT:.0%})")
+    ax.axvline(warmup_s / 60.0, color="grey", lw=0.5)
+    ax.set_xlabel("minutes")
+    ax.set_ylabel("RSS (MiB)")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
 
 
 def _turned_off(received: list[bytes]) -> bool:
@@ -390,7 +421,7 @@ def format_report(report: SoakReport) -> str:
         lines.append(f"memory: {report.rss_warm_mb:.1f} MB after warm-up, {end:.1f} MB at "
                      f"the end, growth {100 * report.rss_growth:.2f} % (limit "
                      f"{100 * RSS_LIMIT:.0f} %)")
-    lines.append(f"recording: {report.record_dir} (memory samples: memory.csv)")
+    lines.append(f"recording: {report.record_dir} (memory samples: memory.csv, memory.png)")
     lines.append("PASSED" if report.ok else "FAILED:\n  " + "\n  ".join(report.problems))
     return "\n".join(lines)
 
