@@ -292,3 +292,26 @@ def test_realtime_imports_no_torch_and_runs_a_model_without_it(synthetic_onnx: P
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "LOADED []" in out.stdout
+
+
+def test_close_lets_the_processors_save() -> None:
+    """DeepLabCut-Live processors write their logs in save(): the engine calls it at close."""
+    from poseloop.realtime.processors import DlcLiveAdapter
+
+    class Logging:
+        def __init__(self) -> None:
+            self.saved: list[str] = []
+            self.seen = 0
+
+        def process(self, pose: np.ndarray, **kwargs: object) -> np.ndarray:
+            self.seen += 1
+            return pose
+
+        def save(self, file: str = "") -> None:
+            self.saved.append(file)
+
+    proc = Logging()
+    with _engine(3, processors=ProcessorChain([DlcLiveAdapter(proc)])) as engine:
+        engine.run()
+        assert proc.saved == []
+    assert proc.seen > 0 and proc.saved == [""]
