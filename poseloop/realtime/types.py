@@ -77,10 +77,6 @@ class Pose:
     unique: np.ndarray | None = None
     camera: int = 0
 
-    @property
-    def n_individuals(self) -> int:
-        return int(self.points.shape[0])
-
 
 @dataclass(frozen=True)
 class Session:
