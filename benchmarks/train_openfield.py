@@ -43,7 +43,7 @@ def main() -> None:
     base = TrainConfig(
         backbone="mobilenet_v2", iterations=args.iterations, max_minutes=args.minutes, batch_size=8,
         lr=1e-3, warmup_iterations=100, checkpoint_every=200, threads=args.threads,
-        augment=AugmentConfig(crop_size=(256, 256), hflip=True),
+        augment=AugmentConfig(hflip=True),  # the recipe chooses scale and crop
     )
     runs = {"imagenet": args.weights, "random": "none"}
     results = {}

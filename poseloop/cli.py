@@ -38,14 +38,19 @@ def _train_config(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     from poseloop.project import read_project
     from poseloop.training.run import read_run
-    from poseloop.training.train import train
+    from poseloop.training.shuffles import is_shuffles, shuffle_folders
+    from poseloop.training.train import train, train_shuffles
 
+    shuffles = args.shuffles
     if args.resume:
         if not args.out:
             raise PoseloopError("--resume needs --out RUN_DIR of the run to continue")
-        info = read_run(args.out)
-        project = read_project(info.project_root)
-        cfg = info.config
+        first = Path(args.out)
+        if is_shuffles(first):
+            shuffles = shuffles or len(shuffle_folders(first))
+            first = shuffle_folders(first)[0]  # shuffle1's seed is the base seed
+        info = read_run(first)
+        cfg, project = info.config, read_project(info.project_root)
     else:
         cfg = _train_config(args)  # a bad option is reported before any data is read
         if not args.project:
@@ -56,7 +61,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     print(f"training {cfg.backbone} on {project.root} ({len(project.frames)} labeled frames) "
           f"-> {out}")
-    train(project, cfg, out, resume=args.resume)
+    if shuffles:
+        train_shuffles(project, cfg, out, shuffles, resume=args.resume, log=print)
+    else:
+        train(project, cfg, out, resume=args.resume, log=print)
     print(f"run saved in {out}; evaluate with: poseloop evaluate {out}")
     return 0
 
@@ -265,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int)
     t.add_argument("--seed", type=int, help="split and training seed")
     t.add_argument("--out", help="run folder (default runs/<task>-<backbone>-<time>)")
+    t.add_argument("--shuffles", type=int, help="train K runs on K train/test splits "
+                   "(OUT/shuffle1..K, seeds seed..seed+K-1); evaluate gives mean ± sd")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.set_defaults(func=cmd_train)
 

@@ -6,6 +6,7 @@ are rejected with a ``ConfigError`` that names the file and the field.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -33,18 +34,33 @@ class Strict(BaseModel):
 class AugmentConfig(Strict):
     """Label-preserving augmentation applied to every training sample."""
 
-    crop_size: tuple[int, int] = Field(
-        default=(256, 256), description="training crop (width, height)"
+    crop_size: tuple[int, int] | Literal["auto"] = Field(
+        default="auto",
+        description="training crop (width, height), or 'auto': the labels' spread plus context",
     )
-    global_scale: float = Field(
-        default=0.8, gt=0, le=4, description="scale applied at training and test"
+    global_scale: float | Literal["auto"] = Field(
+        default="auto", description="scale applied at training and test, or 'auto': from the "
+        "labels' spread (see animal_size), never enlarging",
+    )
+    animal_size: int = Field(
+        default=160, ge=32, le=1024,
+        description="with global_scale auto: network pixels the labels' spread is scaled to",
+    )
+    min_part_distance: float = Field(
+        default=8.0, ge=0, le=64, description="with global_scale auto: the scale keeps the "
+        "typical distance between neighbouring parts at least this many network pixels",
+    )
+    context: float = Field(
+        default=0.25, ge=0, le=2,
+        description="with crop_size auto: margin around the labels' spread, per side, in spreads",
     )
     scale_range: float = Field(
         default=0.25, ge=0, lt=1, description="scale jitter: global_scale*(1±r)"
     )
     rotation: float = Field(default=25.0, ge=0, le=180, description="max rotation in degrees")
     crop_on_keypoint: float = Field(
-        default=0.7, ge=0, le=1, description="probability of centring the crop near a labeled point"
+        default=0.7, ge=0, le=1,
+        description="probability of a crop around the labeled points (else anywhere)",
     )
     hflip: bool = Field(
         default=False, description="random horizontal flips (needs left/right pairs)"
@@ -63,10 +79,31 @@ class AugmentConfig(Strict):
 
     @model_validator(mode="after")
     def _crop_multiple_of_32(self) -> AugmentConfig:
-        for v in self.crop_size:
-            if v < 64 or v % 32:
-                raise ValueError(f"crop_size values must be multiples of 32 and >= 64, got {v}")
+        if self.crop_size != "auto":
+            for v in self.crop_size:
+                if v < 64 or v % 32:
+                    raise ValueError(
+                        f"crop_size values must be multiples of 32 and >= 64, got {v}"
+                    )
         return self
+
+    @property
+    def crop(self) -> tuple[int, int]:
+        """The crop (width, height) of a resolved config (see poseloop.training.recipe)."""
+        if self.crop_size == "auto":
+            raise ConfigError("augment.crop_size is 'auto': resolve the recipe first")
+        return self.crop_size
+
+    @property
+    def scale(self) -> float:
+        """The global scale of a resolved config (see poseloop.training.recipe)."""
+        if self.global_scale == "auto":
+            raise ConfigError("augment.global_scale is 'auto': resolve the recipe first")
+        return self.global_scale
+
+
+#: Steps of a run with neither ``iterations`` nor ``max_minutes`` set.
+DEFAULT_ITERATIONS = 3000
 
 
 class TrainConfig(Strict):
@@ -80,9 +117,12 @@ class TrainConfig(Strict):
         default=None,
         description="backbone stride; None = 16 for mobilenet/resnet, 32 for efficientnet",
     )
-    iterations: int = Field(default=3000, ge=1, description="optimizer steps")
+    iterations: int | None = Field(
+        default=None, ge=1,
+        description=f"optimizer steps; None = {DEFAULT_ITERATIONS}, or no limit with max_minutes",
+    )
     max_minutes: float | None = Field(
-        default=None, gt=0, description="wall-clock budget; stops early"
+        default=None, gt=0, description="training-time budget; the schedule ends with it"
     )
     batch_size: int = Field(default=8, ge=1, le=256)
     lr: float = Field(default=1e-3, gt=0, lt=1, description="peak learning rate (AdamW)")
@@ -94,6 +134,16 @@ class TrainConfig(Strict):
     seed: int = Field(default=0, ge=0, description="seed of the train/test split and of training")
     training_fraction: float | None = Field(
         default=None, gt=0, le=1, description="None = the project's TrainingFraction"
+    )
+    precision: Literal["auto", "bf16", "fp32"] = Field(
+        default="auto", description="bf16 autocast on CPUs with bf16 units (auto), or fp32"
+    )
+    prefetch: bool = Field(
+        default=True, description="make the next batch in a thread while the network steps"
+    )
+    curve_points: int = Field(
+        default=20, ge=0, le=1000,
+        description="evaluations of train/test RMSE during training (the learning curve)",
     )
     checkpoint_every: int = Field(default=500, ge=1, description="iterations between checkpoints")
     threads: int | None = Field(
@@ -108,6 +158,13 @@ class TrainConfig(Strict):
                 f"backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}"
             )
         return self
+
+    @property
+    def step_limit(self) -> float:
+        """Optimizer steps at most: iterations, else unlimited under a time budget."""
+        if self.iterations is not None:
+            return self.iterations
+        return math.inf if self.max_minutes else DEFAULT_ITERATIONS
 
 
 M = TypeVar("M", bound=BaseModel)

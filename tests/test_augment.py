@@ -31,7 +31,8 @@ def _centroid(img: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
 @pytest.mark.parametrize("hflip", [False, True])
 def test_labels_follow_pixels(hflip: bool) -> None:
     cfg = AugmentConfig(
-        crop_size=(192, 160), rotation=40, scale_range=0.3, hflip=hflip, crop_on_keypoint=1.0,
+        crop_size=(192, 160), global_scale=0.8, rotation=40, scale_range=0.3, hflip=hflip,
+        crop_on_keypoint=1.0,
         brightness=0, contrast=0, blur_prob=0, noise_std=0,
     )
     aug = Augmenter(cfg, PARTS, seed=1)

@@ -106,3 +106,46 @@ def test_cli_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert main(["train", str(tmp_path), "--config", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "field 'batch_size'" in err and "field 'bogus'" in err
+
+
+def test_a_lagging_bodypart_is_named_with_its_worst_frames_and_likely_cause() -> None:
+    from poseloop.training.diagnose import advice, weak_bodyparts
+
+    parts = ["snout", "ear", "bar"]
+    rng = np.random.default_rng(0)
+    train = rng.uniform(1.0, 2.0, (10, 3))
+    test = rng.uniform(1.5, 2.5, (4, 3))
+    images = {"train": [f"t{i}.png" for i in range(10)], "test": [f"s{i}.png" for i in range(4)]}
+    assert weak_bodyparts({"train": train, "test": test}, images, parts) == []
+
+    test_bad = test.copy()
+    test_bad[:, 2] = [9.0, 12.0, 8.0, np.nan]  # bar misses on new frames only
+    (weak,) = weak_bodyparts({"train": train, "test": test_bad}, images, parts)
+    assert weak["bodypart"] == "bar" and weak["cause"] == "new frames"
+    assert weak["rmse"] == pytest.approx(29 / 3, abs=0.01)
+    assert [w["image"] for w in weak["worst"][:3]] == ["s1.png", "s0.png", "s2.png"]
+
+    train_bad = train.copy()
+    train_bad[3, 2] = 40.0  # and on a training frame: the labels disagree
+    train_bad[:, 2] += 3.0
+    (weak,) = weak_bodyparts({"train": train_bad, "test": test_bad}, images, parts)
+    assert weak["cause"] == "labels" and weak["worst"][0] == {
+        "image": "t3.png", "split": "train", "error_px": 43.0}
+    text = advice(weak, "RUN/evaluation/worst/bar")
+    assert "bar is weak" in text and "labels that disagree" in text
+    assert "RUN/evaluation/worst/bar" in text and "t3.png (43.0 px)" in text
+
+    # with no test frames the judgement is made on the training frames
+    (weak,) = weak_bodyparts({"train": train_bad, "test": np.empty((0, 3))}, images, parts)
+    assert weak["split"] == "train"
+
+
+def test_summary_names_weak_parts() -> None:
+    labels = np.zeros((3, 2, 2), np.float32)
+    offsets = np.zeros_like(labels)
+    offsets[:, 1, 0] = 10.0  # b is 10 px off everywhere, a is exact
+    offsets[:, 0, 0] = 0.5
+    lik = np.ones((3, 2), np.float32)
+    r = summarize(_split(labels, offsets, lik), _split(labels, offsets, lik), PARTS, 0.5)
+    assert [w["bodypart"] for w in r["weak_bodyparts"]] == ["b"]
+    assert r["weak_bodyparts"][0]["cause"] == "labels"

@@ -84,8 +84,8 @@ def run_spec(info: RunInfo) -> ModelSpec:
         bodyparts=list(info.bodyparts), skeleton=list(info.skeleton),
         stride=geometry.stride, offset=geometry.offset, locref_stdev=geometry.locref_stdev,
         likelihood="sigmoid", input_order="BGR",
-        input_scale=float(info.config.augment.global_scale),
-        image_size=info.config.augment.crop_size, pcutoff=info.pcutoff,
+        input_scale=info.config.augment.scale,
+        image_size=info.config.augment.crop, pcutoff=info.pcutoff,
         backbone=info.config.backbone, source="poseloop", poseloop_version=__version__,
     )
 

@@ -61,17 +61,23 @@ class Augmenter:
         self.flip_perm = flip_permutation(bodyparts, cfg.flip_pairs)
 
     def matrix(self, shape: tuple[int, int], keypoints: np.ndarray) -> tuple[np.ndarray, bool]:
-        """A random 2x3 affine from image to crop coordinates, and whether it mirrors."""
+        """A random 2x3 affine from image to crop coordinates, and whether it mirrors.
+
+        With probability ``crop_on_keypoint`` the crop is placed around the labeled points,
+        shifted at random as far as keeps them all inside (at least a quarter of the view
+        either way), so every part is learnt with the others around it; otherwise anywhere.
+        """
         cfg, rng = self.cfg, self.rng
-        cw, ch = cfg.crop_size
+        cw, ch = cfg.crop
         h, w = shape
-        scale = cfg.global_scale * rng.uniform(1 - cfg.scale_range, 1 + cfg.scale_range)
+        scale = cfg.scale * rng.uniform(1 - cfg.scale_range, 1 + cfg.scale_range)
         angle = np.deg2rad(rng.uniform(-cfg.rotation, cfg.rotation))
-        labeled = np.flatnonzero(np.isfinite(keypoints).all(axis=1))
+        labeled = keypoints[np.isfinite(keypoints).all(axis=1)]
         if len(labeled) and rng.random() < cfg.crop_on_keypoint:
-            centre = keypoints[rng.choice(labeled)] + rng.uniform(-0.35, 0.35, 2) * (
-                np.array([cw, ch]) / scale
-            )
+            lo, hi = labeled.min(axis=0), labeled.max(axis=0)
+            view = np.array([cw, ch]) / scale
+            slack = np.maximum(view - (hi - lo), 0.25 * view)
+            centre = (lo + hi) / 2 + rng.uniform(-0.5, 0.5, 2) * slack
         else:
             centre = rng.uniform(0, 1, 2) * np.array([w - 1, h - 1])
         c, s = np.cos(angle) * scale, np.sin(angle) * scale
@@ -84,7 +90,7 @@ class Augmenter:
 
     def __call__(self, image: np.ndarray, keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Augment one RGB uint8 image; return (float32 H x W x 3 in 0..255, K x 2 keypoints)."""
-        cw, ch = self.cfg.crop_size
+        cw, ch = self.cfg.crop
         m, flip = self.matrix(image.shape[:2], keypoints)
         out = cv2.warpAffine(
             image, m, (cw, ch), flags=cv2.INTER_LINEAR,
@@ -106,7 +112,8 @@ class Augmenter:
         if rng.random() < cfg.blur_prob:
             out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.5, 1.5))
         if cfg.noise_std > 0:
-            out += rng.normal(0.0, rng.uniform(0, cfg.noise_std), out.shape).astype(np.float32)
+            noise = rng.standard_normal(out.shape, dtype=np.float32)
+            out += noise * np.float32(rng.uniform(0, cfg.noise_std))
         return np.clip(out, 0, 255, out=out)
 
 

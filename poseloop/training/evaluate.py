@@ -20,6 +20,7 @@ from poseloop.heatmap import HeatmapSpec
 from poseloop.project import LabeledFrame, Project, read_project
 from poseloop.realtime.types import FrameTransform
 from poseloop.training.augment import resize_for_inference
+from poseloop.training.diagnose import advice, weak_bodyparts
 from poseloop.training.model import PoseNet
 from poseloop.training.run import RunInfo, load_model
 
@@ -56,6 +57,11 @@ class SplitErrors:
     def errors(self) -> np.ndarray:
         return point_errors(self.poses, self.labels)
 
+    def pick(self, images: list[str]) -> SplitErrors:
+        """The rows of these images, in this order."""
+        rows = [self.images.index(i) for i in images]
+        return SplitErrors(list(images), self.labels[rows], self.poses[rows])
+
     def rmse(self, pcutoff: float | None = None, part: int | None = None) -> float | None:
         """Mean pixel error over labeled points (optionally confident ones / one bodypart)."""
         err = self.errors
@@ -87,12 +93,16 @@ def summarize(
         "n_train": len(train.images),
         "n_test": len(test.images),
         "per_bodypart": per_part,
+        "weak_bodyparts": weak_bodyparts(
+            {"train": train.errors, "test": test.errors},
+            {"train": train.images, "test": test.images}, bodyparts,
+        ),
     }
 
 
 def _run_split(model: PoseNet, info: RunInfo, project: Project,
                frames: list[LabeledFrame]) -> SplitErrors:
-    scale = info.config.augment.global_scale
+    scale = info.config.augment.scale
     poses = [predict(model, info.spec, project.load_image(f), scale) for f in frames]
     k = len(info.bodyparts)
     return SplitErrors(
@@ -154,7 +164,15 @@ def plot_frames(project: Project, split: SplitErrors, bodyparts: list[str], pcut
 
 def evaluate(run: str | Path, project_path: str | Path | None = None,
              out: str | Path | None = None, plots: int = 50) -> dict:
-    """Evaluate a run; write errors.csv, summary.json and test-frame PNGs; return figures."""
+    """Evaluate a run; write errors.csv, summary.json and test-frame PNGs; return figures.
+
+    A folder of shuffles (``poseloop train --shuffles K``) is evaluated shuffle by shuffle,
+    with the mean and sd over them (see poseloop.training.shuffles).
+    """
+    from poseloop.training.shuffles import evaluate_shuffles, is_shuffles
+
+    if is_shuffles(run):
+        return evaluate_shuffles(run, project_path, out, plots)
     model, info = load_model(run)
     other, root = False, info.project_root
     if project_path is not None and Path(project_path).resolve() != info.project_root:
@@ -183,14 +201,29 @@ def evaluate(run: str | Path, project_path: str | Path | None = None,
     (out / "summary.json").write_text(json.dumps(result, indent=1))
     shown = test if test.images else train
     plot_frames(project, shown, info.bodyparts, info.pcutoff, out / "frames", plots)
+    splits = {"train": train, "test": test}
+    for weak in result["weak_bodyparts"]:
+        folder = out / "worst" / weak["bodypart"]
+        for name, split in splits.items():
+            mine = [w["image"] for w in weak["worst"] if w["split"] == name]
+            plot_frames(project, split.pick(mine), info.bodyparts, info.pcutoff, folder)
+        weak["advice"] = advice(weak, str(folder))
+    if result["weak_bodyparts"]:
+        (out / "summary.json").write_text(json.dumps(result, indent=1))
     return result
 
 
-def format_summary(result: dict) -> str:
-    """A plain-text table of the evaluation figures."""
-    def f(v: float | None) -> str:
-        return "   n/a" if v is None else f"{v:6.2f}"
+def _cell(v: float | None) -> str:
+    return "   n/a" if v is None else f"{v:6.2f}"
 
+
+def format_summary(result: dict) -> str:
+    """A plain-text table of the evaluation figures, then any weak bodypart's advice."""
+    if "shuffles" in result:
+        from poseloop.training.shuffles import format_shuffles
+
+        return format_shuffles(result)
+    f = _cell
     lines = [
         f"frames: {result['n_train']} train, {result['n_test']} test; "
         f"pcutoff {result['pcutoff']}",
@@ -201,4 +234,5 @@ def format_summary(result: dict) -> str:
     for part, r in result["per_bodypart"].items():
         lines.append(f"{part:12s} {f(r['train_rmse'])} {f(r['test_rmse'])} "
                      f"{f(r['test_rmse_pcutoff'])}")
+    lines += [f"\n{w['advice']}" for w in result.get("weak_bodyparts", []) if "advice" in w]
     return "\n".join(lines)

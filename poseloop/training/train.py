@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import queue
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +25,18 @@ from tqdm import tqdm
 from poseloop.config import TrainConfig, dump_yaml
 from poseloop.errors import ConfigError
 from poseloop.heatmap import HeatmapSpec
-from poseloop.project import Project
+from poseloop.project import Project, Split
+from poseloop.training import recipe
 from poseloop.training.augment import Augmenter
+from poseloop.training.curve import Frames, LearningCurve, training_frames
 from poseloop.training.loss import pose_loss
 from poseloop.training.model import HEAD_STRIDE, PoseNet
+from poseloop.training.recipe import LabelGeometry
 from poseloop.training.run import RunInfo, checkpoints, load_state, read_run
 
 KEEP_CHECKPOINTS = 3
+#: The most of a time budget that warm-up may take.
+WARMUP_SHARE = 0.05
 
 
 class BatchMaker:
@@ -41,7 +49,7 @@ class BatchMaker:
         self.images, self.keypoints = images, keypoints
         self.augmenter, self.spec, self.batch_size = augmenter, spec, batch_size
         self.rng = np.random.default_rng(seed + 1)
-        cw, ch = augmenter.cfg.crop_size
+        cw, ch = augmenter.cfg.crop
         self.map_hw = (ch // HEAD_STRIDE, cw // HEAD_STRIDE)
 
     def __call__(self) -> tuple[torch.Tensor, ...]:
@@ -57,18 +65,97 @@ class BatchMaker:
         return tuple(torch.from_numpy(np.stack(a)) for a in (imgs, scores, locrefs, weights))
 
 
+class Prefetcher:
+    """Makes the next batches in a thread while the network steps (OpenCV and numpy release
+    the GIL); the same batches in the same order as calling the maker directly."""
+
+    def __init__(self, make: Callable[[], tuple[torch.Tensor, ...]], depth: int = 2):
+        self.make = make
+        self.queue: queue.Queue[tuple[torch.Tensor, ...] | BaseException] = queue.Queue(depth)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._fill, name="batches", daemon=True)
+        self.thread.start()
+
+    def _fill(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                item: tuple[torch.Tensor, ...] | BaseException = self.make()
+            except BaseException as e:  # handed to the training thread, which raises it
+                item = e
+            while not self.stopping.is_set():
+                try:
+                    self.queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if isinstance(item, BaseException):
+                return
+
+    def __call__(self) -> tuple[torch.Tensor, ...]:
+        item = self.queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        """Stop the thread (it finishes the batch it is making)."""
+        self.stopping.set()
+        self.thread.join()
+
+
 def learning_rate(cfg: TrainConfig, iteration: int, elapsed_s: float) -> float:
-    """Warm-up then cosine decay to 1% of the peak; progress counts time as well as steps."""
-    if iteration < cfg.warmup_iterations:
-        return cfg.lr * (iteration + 1) / cfg.warmup_iterations
-    progress = iteration / cfg.iterations
+    """Warm-up then cosine decay to 1% of the peak; progress counts time as well as steps.
+
+    Warm-up ends after ``warmup_iterations`` or WARMUP_SHARE of the time budget, whichever
+    comes first, so a slow step rate cannot spend the budget warming up.
+    """
+    budget = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
+    if cfg.warmup_iterations:
+        warm = max((iteration + 1) / cfg.warmup_iterations, elapsed_s / (WARMUP_SHARE * budget))
+        if warm < 1:
+            return cfg.lr * warm
+    done = fraction_done(cfg, iteration, elapsed_s)
+    return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * done)))
+
+
+def fraction_done(cfg: TrainConfig, iteration: int, elapsed_s: float) -> float:
+    """How far a run is, 0..1: the larger of steps done and training time used."""
+    done = iteration / cfg.step_limit
     if cfg.max_minutes:
-        progress = max(progress, elapsed_s / (cfg.max_minutes * 60))
-    progress = min(progress, 1.0)
-    return cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress)))
+        done = max(done, elapsed_s / (cfg.max_minutes * 60))
+    return min(done, 1.0)
 
 
-def _threads(cfg: TrainConfig) -> int:
+def use_bf16(cfg: TrainConfig) -> bool:
+    """Whether to train under bf16 autocast: asked for, or 'auto' on a CPU with bf16 units."""
+    if cfg.precision == "auto":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return cfg.precision == "bf16"
+
+
+def train_step(model: PoseNet, opt: torch.optim.Optimizer, batch: tuple[torch.Tensor, ...],
+               cfg: TrainConfig, bf16: bool, channels_last: bool = True
+               ) -> tuple[torch.Tensor, ...]:
+    """One optimizer step on a batch (channels-last, bf16 autocast if asked); the losses.
+
+    Channels-last (NHWC) suits oneDNN's CPU convolutions; ``channels_last=False`` is the
+    plain NCHW step, kept for benchmarks/train_speed.py to compare against.
+    """
+    image, score, locref, weights = batch
+    if channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        logits, pred_locref = model(image)
+    loss, score_loss, locref_loss = pose_loss(
+        logits.float(), pred_locref.float(), score, locref, weights, cfg.locref_weight
+    )
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss, score_loss, locref_loss
+
+
+def threads(cfg: TrainConfig) -> int:
     if cfg.threads:
         return cfg.threads
     try:
@@ -98,12 +185,24 @@ def plot_loss(history: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def prepare_run(project: Project, cfg: TrainConfig, out: Path) -> RunInfo:
-    """Create a run folder with the config, project facts and a reproducible split."""
-    out.mkdir(parents=True, exist_ok=True)
+def prepare_run(project: Project, cfg: TrainConfig, out: Path,
+                images: list[np.ndarray] | None = None) -> RunInfo:
+    """Create a run folder: the config with its recipe resolved, project facts, the split.
+
+    ``images`` are the split's training images, if already loaded (the recipe reads their
+    sizes); they are loaded otherwise.
+    """
     if checkpoints(out) or (out / "model.pt").exists():
         raise ConfigError(f"{out}: already holds a training run; use --resume or another --out")
     split = project.split(cfg.seed, cfg.training_fraction)
+    if images is None:
+        images, _ = _training_data(project, split)
+    keypoints = np.stack([f.keypoints for f in project.subset(split.train)])
+    chosen = recipe.choose(
+        cfg, LabelGeometry.measure(keypoints, [im.shape[1::-1] for im in images])
+    )
+    cfg = recipe.resolve(cfg, chosen)
+    out.mkdir(parents=True, exist_ok=True)
     info = RunInfo(
         path=out, config=cfg, project_root=project.root, task=project.task,
         scorer=project.scorer, bodyparts=project.bodyparts, skeleton=project.skeleton,
@@ -111,6 +210,7 @@ def prepare_run(project: Project, cfg: TrainConfig, out: Path) -> RunInfo:
     )
     dump_yaml(cfg, out / "train_config.yaml")
     (out / "project.json").write_text(json.dumps(info.project_json(), indent=1))
+    (out / "recipe.txt").write_text(chosen.describe() + "\n")
     split.save(out / "split.json")
     return info
 
@@ -132,24 +232,43 @@ def _save_checkpoint(info: RunInfo, model: PoseNet, opt: torch.optim.Optimizer,
     return path
 
 
+def _training_data(project: Project, split: Split) -> tuple[list[np.ndarray], np.ndarray]:
+    """The split's training images (RGB) and their N x K x 2 labels."""
+    frames = project.subset(split.train)
+    return [project.load_image(f) for f in frames], np.stack([f.keypoints for f in frames])
+
+
+def _test_frames(project: Project, info: RunInfo) -> Frames:
+    frames = project.subset(info.split.test)
+    k = len(info.bodyparts)
+    return Frames([project.load_image(f) for f in frames],
+                  np.stack([f.keypoints for f in frames]) if frames else np.zeros((0, k, 2)))
+
+
 def train(project: Project, cfg: TrainConfig, out: Path, resume: bool = False,
-          progress: bool = True) -> RunInfo:
-    """Train (or resume) a run in ``out``; return its RunInfo when done."""
-    if resume:
-        info = read_run(out)
-        cfg = info.config
-    else:
-        info = prepare_run(project, cfg, out)
-    torch.set_num_threads(_threads(cfg))
+          progress: bool = True, log: Callable[[str], None] | None = None) -> RunInfo:
+    """Train (or resume) a run in ``out``; return its RunInfo when done.
+
+    ``log`` receives the recipe line (scale and crop, and what they were chosen from).
+    """
+    split = read_run(out).split if resume else project.split(cfg.seed, cfg.training_fraction)
+    images, keypoints = _training_data(project, split)
+    info = read_run(out) if resume else prepare_run(project, cfg, out, images)
+    cfg = info.config
+    if log and (out / "recipe.txt").is_file():
+        log((out / "recipe.txt").read_text().strip())
+    torch.set_num_threads(threads(cfg))
     torch.manual_seed(cfg.seed)
-    frames = project.subset(info.split.train)
-    images = [project.load_image(f) for f in frames]
-    keypoints = np.stack([f.keypoints for f in frames])
     augmenter = Augmenter(cfg.augment, info.bodyparts, seed=cfg.seed)
-    batches = BatchMaker(images, keypoints, augmenter, info.spec, cfg.batch_size, cfg.seed)
+    maker = BatchMaker(images, keypoints, augmenter, info.spec, cfg.batch_size, cfg.seed)
+    batches = Prefetcher(maker) if cfg.prefetch else maker
+    curve = LearningCurve(info, training_frames(images, keypoints), _test_frames(project, info),
+                          cfg.curve_points) if cfg.curve_points else None
 
     model = PoseNet(cfg.backbone, len(info.bodyparts), cfg.weights, cfg.output_stride)
+    model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    bf16 = use_bf16(cfg)
     start, spent = 0, 0.0
     history_path = out / "loss.csv"
     if resume:
@@ -159,44 +278,73 @@ def train(project: Project, cfg: TrainConfig, out: Path, resume: bool = False,
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             start, spent = int(state["iteration"]), float(state["elapsed_s"])
+        if curve:
+            curve.resumed()
     rows = pd.read_csv(history_path).to_dict("records") if resume and history_path.exists() else []
     rows = [r for r in rows if r["iteration"] <= start]
 
     model.train()
-    t0 = time.monotonic() - spent
+    t0 = time.monotonic() - spent  # training time: measuring the curve is left out
     budget = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
     it = start
-    bar = tqdm(total=cfg.iterations, initial=start, disable=not progress, desc="train",
-               unit="it", dynamic_ncols=True)
+    limit = cfg.step_limit
+    bar = tqdm(total=None if math.isinf(limit) else int(limit), initial=start,
+               disable=not progress, desc="train", unit="it", dynamic_ncols=True)
     try:
-        while it < cfg.iterations and time.monotonic() - t0 < budget:
+        while it < limit and time.monotonic() - t0 < budget:
             lr = learning_rate(cfg, it, time.monotonic() - t0)
             for group in opt.param_groups:
                 group["lr"] = lr
-            image, score, locref, weights = batches()
-            logits, pred_locref = model(image)
-            loss, score_loss, locref_loss = pose_loss(
-                logits, pred_locref, score, locref, weights, cfg.locref_weight
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss, score_loss, locref_loss = train_step(model, opt, batches(), cfg, bf16)
             it += 1
+            elapsed = time.monotonic() - t0
             rows.append({"iteration": it, "loss": loss.item(), "score_loss": score_loss.item(),
                          "locref_loss": locref_loss.item(), "lr": lr,
-                         "elapsed_s": round(time.monotonic() - t0, 3)})
+                         "elapsed_s": round(elapsed, 3)})
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.1e}")
+            done = fraction_done(cfg, it, elapsed)
+            if curve and curve.due(done) and done < 1:
+                measured = time.monotonic()
+                curve.measure(model, it, elapsed / 60, done)
+                t0 += time.monotonic() - measured
             if it % cfg.checkpoint_every == 0:
                 _save_checkpoint(info, model, opt, it, time.monotonic() - t0)
                 pd.DataFrame(rows).to_csv(history_path, index=False)
     finally:
         bar.close()
+        if isinstance(batches, Prefetcher):
+            batches.close()
+        elapsed = time.monotonic() - t0
         if it > start or not (out / "model.pt").exists():
-            _save_checkpoint(info, model, opt, it, time.monotonic() - t0)
+            _save_checkpoint(info, model, opt, it, elapsed)
             torch.save({"model": model.state_dict(), "iteration": it}, out / "model.pt")
         if rows:
             history = pd.DataFrame(rows)
             history.to_csv(history_path, index=False)
             plot_loss(history, out / "loss.png")
+        if curve and it > start:
+            curve.measure(model, it, elapsed / 60, fraction_done(cfg, it, elapsed))
+            curve.save()
     return info
+
+
+def train_shuffles(project: Project, cfg: TrainConfig, out: Path, shuffles: int,
+                   resume: bool = False, progress: bool = True,
+                   log: Callable[[str], None] | None = None) -> list[RunInfo]:
+    """DeepLabCut's shuffles: K runs on K splits, ``out/shuffleK`` with seed ``seed + K - 1``.
+
+    Each shuffle is a whole run (split, recipe, training, curve); with ``resume`` the
+    existing ones continue and missing ones start.
+    """
+    if shuffles < 1:
+        raise ConfigError(f"--shuffles must be 1 or more, got {shuffles}")
+    infos = []
+    for k in range(1, shuffles + 1):
+        folder = out / f"shuffle{k}"
+        again = resume and (folder / "train_config.yaml").is_file()
+        if log:
+            log(f"shuffle {k}/{shuffles} -> {folder}")
+        infos.append(train(project, cfg.model_copy(update={"seed": cfg.seed + k - 1}), folder,
+                           resume=again, progress=progress, log=log))
+    return infos
