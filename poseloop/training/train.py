@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import queue
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -65,44 +63,6 @@ class BatchMaker:
         return tuple(torch.from_numpy(np.stack(a)) for a in (imgs, scores, locrefs, weights))
 
 
-class Prefetcher:
-    """Makes the next batches in a thread while the network steps (OpenCV and numpy release
-    the GIL); the same batches in the same order as calling the maker directly."""
-
-    def __init__(self, make: Callable[[], tuple[torch.Tensor, ...]], depth: int = 2):
-        self.make = make
-        self.queue: queue.Queue[tuple[torch.Tensor, ...] | BaseException] = queue.Queue(depth)
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._fill, name="batches", daemon=True)
-        self.thread.start()
-
-    def _fill(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                item: tuple[torch.Tensor, ...] | BaseException = self.make()
-            except BaseException as e:  # handed to the training thread, which raises it
-                item = e
-            while not self.stopping.is_set():
-                try:
-                    self.queue.put(item, timeout=0.1)
-                    break
-                except queue.Full:
-                    continue
-            if isinstance(item, BaseException):
-                return
-
-    def __call__(self) -> tuple[torch.Tensor, ...]:
-        item = self.queue.get()
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    def close(self) -> None:
-        """Stop the thread (it finishes the batch it is making)."""
-        self.stopping.set()
-        self.thread.join()
-
-
 def learning_rate(cfg: TrainConfig, iteration: int, elapsed_s: float) -> float:
     """Warm-up then cosine decay to 1% of the peak; progress counts time as well as steps.
 
@@ -126,24 +86,24 @@ def fraction_done(cfg: TrainConfig, iteration: int, elapsed_s: float) -> float:
     return min(done, 1.0)
 
 
+#: Backbones whose training step bf16 autocast speeds up on a CPU with bf16 units, measured
+#: on a 2-core AVX-512/AMX CPU (benchmarks/train_speed.py): ResNet-50 2.5x; MobileNetV2
+#: 1.02x, EfficientNet-B0 0.84x. Channels-last layout gained nothing (0.96-1.01x).
+BF16 = frozenset({"resnet50"})
+
+
 def use_bf16(cfg: TrainConfig) -> bool:
-    """Whether to train under bf16 autocast: asked for, or 'auto' on a CPU with bf16 units."""
+    """Whether to train under bf16 autocast: asked for, or 'auto' where it is measured to
+    help (BF16) on a CPU with bf16 units."""
     if cfg.precision == "auto":
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return cfg.backbone in BF16 and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     return cfg.precision == "bf16"
 
 
 def train_step(model: PoseNet, opt: torch.optim.Optimizer, batch: tuple[torch.Tensor, ...],
-               cfg: TrainConfig, bf16: bool, channels_last: bool = True
-               ) -> tuple[torch.Tensor, ...]:
-    """One optimizer step on a batch (channels-last, bf16 autocast if asked); the losses.
-
-    Channels-last (NHWC) suits oneDNN's CPU convolutions; ``channels_last=False`` is the
-    plain NCHW step, kept for benchmarks/train_speed.py to compare against.
-    """
+               cfg: TrainConfig, bf16: bool) -> tuple[torch.Tensor, ...]:
+    """One optimizer step on a batch, under bf16 autocast if asked; returns the losses."""
     image, score, locref, weights = batch
-    if channels_last:
-        image = image.contiguous(memory_format=torch.channels_last)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         logits, pred_locref = model(image)
     loss, score_loss, locref_loss = pose_loss(
@@ -261,12 +221,10 @@ def train(project: Project, cfg: TrainConfig, out: Path, resume: bool = False,
     torch.manual_seed(cfg.seed)
     augmenter = Augmenter(cfg.augment, info.bodyparts, seed=cfg.seed)
     maker = BatchMaker(images, keypoints, augmenter, info.spec, cfg.batch_size, cfg.seed)
-    batches = Prefetcher(maker) if cfg.prefetch else maker
     curve = LearningCurve(info, training_frames(images, keypoints), _test_frames(project, info),
                           cfg.curve_points) if cfg.curve_points else None
 
     model = PoseNet(cfg.backbone, len(info.bodyparts), cfg.weights, cfg.output_stride)
-    model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     bf16 = use_bf16(cfg)
     start, spent = 0, 0.0
@@ -295,7 +253,7 @@ def train(project: Project, cfg: TrainConfig, out: Path, resume: bool = False,
             lr = learning_rate(cfg, it, time.monotonic() - t0)
             for group in opt.param_groups:
                 group["lr"] = lr
-            loss, score_loss, locref_loss = train_step(model, opt, batches(), cfg, bf16)
+            loss, score_loss, locref_loss = train_step(model, opt, maker(), cfg, bf16)
             it += 1
             elapsed = time.monotonic() - t0
             rows.append({"iteration": it, "loss": loss.item(), "score_loss": score_loss.item(),
@@ -313,8 +271,6 @@ def train(project: Project, cfg: TrainConfig, out: Path, resume: bool = False,
                 pd.DataFrame(rows).to_csv(history_path, index=False)
     finally:
         bar.close()
-        if isinstance(batches, Prefetcher):
-            batches.close()
         elapsed = time.monotonic() - t0
         if it > start or not (out / "model.pt").exists():
             _save_checkpoint(info, model, opt, it, elapsed)
