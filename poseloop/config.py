@@ -43,7 +43,7 @@ class AugmentConfig(Strict):
         "labels' spread (see animal_size), never enlarging",
     )
     animal_size: int = Field(
-        default=160, ge=32, le=1024,
+        default=256, ge=32, le=1024,
         description="with global_scale auto: network pixels the labels' spread is scaled to",
     )
     min_part_distance: float = Field(

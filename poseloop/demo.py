@@ -15,12 +15,14 @@ from pathlib import Path
 
 from poseloop.config import AugmentConfig, TrainConfig
 
+#: Steps of the demo's training run.
+DEMO_STEPS = 600
 #: Settings that learn the synthetic scene in a minute or two on two idle CPU cores. A step
 #: count, not a time budget, so the model is as good on a busy machine (only slower).
 DEMO_TRAIN = TrainConfig(
     backbone="mobilenet_v2_0.35",
     weights="none",
-    iterations=600,
+    iterations=DEMO_STEPS,
     batch_size=8,
     lr=2e-3,
     warmup_iterations=30,
@@ -32,7 +34,7 @@ DEMO_TRAIN = TrainConfig(
 )
 
 
-def train_synthetic(out: Path, iterations: int = DEMO_TRAIN.iterations,
+def train_synthetic(out: Path, iterations: int = DEMO_STEPS,
                     frames: int = 150) -> Path:
     """Render the synthetic project into ``out/project``, train ``out/run``, evaluate it.
 

@@ -64,7 +64,7 @@ class Augmenter:
         """A random 2x3 affine from image to crop coordinates, and whether it mirrors.
 
         With probability ``crop_on_keypoint`` the crop is placed around the labeled points,
-        shifted at random as far as keeps them all inside (at least a quarter of the view
+        shifted at random as far as keeps them all inside (at least an eighth of the view
         either way), so every part is learnt with the others around it; otherwise anywhere.
         """
         cfg, rng = self.cfg, self.rng

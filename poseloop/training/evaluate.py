@@ -198,7 +198,6 @@ def evaluate(run: str | Path, project_path: str | Path | None = None,
     errors_table({"train": train, "test": test}, info.bodyparts).to_csv(
         out / "errors.csv", index=False
     )
-    (out / "summary.json").write_text(json.dumps(result, indent=1))
     shown = test if test.images else train
     plot_frames(project, shown, info.bodyparts, info.pcutoff, out / "frames", plots)
     splits = {"train": train, "test": test}
@@ -208,13 +207,8 @@ def evaluate(run: str | Path, project_path: str | Path | None = None,
             mine = [w["image"] for w in weak["worst"] if w["split"] == name]
             plot_frames(project, split.pick(mine), info.bodyparts, info.pcutoff, folder)
         weak["advice"] = advice(weak, str(folder))
-    if result["weak_bodyparts"]:
-        (out / "summary.json").write_text(json.dumps(result, indent=1))
+    (out / "summary.json").write_text(json.dumps(result, indent=1))
     return result
-
-
-def _cell(v: float | None) -> str:
-    return "   n/a" if v is None else f"{v:6.2f}"
 
 
 def format_summary(result: dict) -> str:
@@ -223,7 +217,10 @@ def format_summary(result: dict) -> str:
         from poseloop.training.shuffles import format_shuffles
 
         return format_shuffles(result)
-    f = _cell
+
+    def f(v: float | None) -> str:
+        return "   n/a" if v is None else f"{v:6.2f}"
+
     lines = [
         f"frames: {result['n_train']} train, {result['n_test']} test; "
         f"pcutoff {result['pcutoff']}",

@@ -2,11 +2,13 @@
 
 Layout::
 
-    RUN/train_config.yaml   the TrainConfig used
+    RUN/train_config.yaml   the TrainConfig used, the recipe's scale and crop filled in
+    RUN/recipe.txt          what the recipe chose and from what
     RUN/project.json        project root, bodyparts, skeleton, pcutoff, task, scorer
     RUN/split.json          the train/test split
     RUN/checkpoints/        ckpt-NNNNNN.pt (model + optimizer + progress), newest kept
     RUN/loss.csv, loss.png  the loss curve
+    RUN/curve.csv, learning_curve.png   train/test RMSE against training minutes
     RUN/model.pt            the final weights
 
 Checkpoints are plain dicts of tensors and numbers, loaded with ``weights_only=True``.

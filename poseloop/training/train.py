@@ -1,7 +1,9 @@
 """The training loop: fine-tune a PoseNet on a DeepLabCut project into a run folder.
 
-AdamW with a linear warm-up and a cosine decay whose progress is the larger of
-iterations done and time used, so a time budget still ends at a low learning rate.
+The recipe (poseloop.training.recipe) fixes scale and crop from the project first. AdamW
+with a linear warm-up and a cosine decay whose progress is the larger of iterations done
+and training time used, so a time budget alone ends at a low learning rate whatever the
+step rate. The learning curve (poseloop.training.curve) is measured along the way.
 Checkpoints are written periodically and on exit (also on Ctrl-C), and a run resumes
 from its newest checkpoint.
 """
@@ -265,6 +267,7 @@ def train(project: Project, cfg: TrainConfig, out: Path, resume: bool = False,
             if curve and curve.due(done) and done < 1:
                 measured = time.monotonic()
                 curve.measure(model, it, elapsed / 60, done)
+                curve.save()  # a run stopped early keeps its curve so far
                 t0 += time.monotonic() - measured
             if it % cfg.checkpoint_every == 0:
                 _save_checkpoint(info, model, opt, it, time.monotonic() - t0)
