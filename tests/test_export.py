@@ -62,7 +62,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("run") / "tiny"
     cfg = TrainConfig(backbone="mobilenet_v2_0.35", weights="none",
-                      augment=AugmentConfig(crop_size=(64, 64)))
+                      augment=AugmentConfig(crop_size=(64, 64), global_scale=0.8))
     project = read_project(OPENFIELD)
     info = prepare_run(project, cfg, out)
     torch.manual_seed(0)

@@ -66,7 +66,8 @@ def test_large_frames_get_a_crop_that_covers_the_labels_spread(tmp_path: Path) -
     image = np.zeros((1200, 1600, 3), np.uint8)
     for kp in labels:
         _, moved = augmenter(image, kp.astype(np.float32))
-        assert (moved >= 0).all() and (moved <= np.array(aug.crop) - 1).all()
+        # pixel centres at integers: the crop spans -0.5 .. size - 0.5
+        assert (moved >= -0.5).all() and (moved <= np.array(aug.crop) - 0.5).all()
 
 
 def test_the_old_fixed_crop_missed_the_far_part() -> None:
