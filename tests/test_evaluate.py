@@ -149,3 +149,28 @@ def test_summary_names_weak_parts() -> None:
     r = summarize(_split(labels, offsets, lik), _split(labels, offsets, lik), PARTS, 0.5)
     assert [w["bodypart"] for w in r["weak_bodyparts"]] == ["b"]
     assert r["weak_bodyparts"][0]["cause"] == "labels"
+
+
+def test_swapped_left_and_right_labels_are_named() -> None:
+    from poseloop.training.diagnose import swap_advice, swapped_labels
+
+    parts = ["snout", "leftear", "rightear", "tailbase"]
+    labels = np.array([[[95, 406], [104, 399], [105, 419], [219, 427]],
+                       [[50, 50], [60, 45], [60, 55], [150, 50]]], np.float32)
+    poses = np.concatenate([labels + 0.5, np.ones((2, 4, 1), np.float32)], axis=-1)
+    poses[0, 1, :2], poses[0, 2, :2] = labels[0, 2] + 1.0, labels[0, 1] - 1.0  # ears exchanged
+    (swap,) = swapped_labels(poses, labels, ["a.png", "b.png"], parts)
+    assert swap["image"] == "a.png" and swap["bodyparts"] == ["leftear", "rightear"]
+    assert swap["swapped_error_px"] == pytest.approx(2 ** 0.5, abs=0.01)
+    assert "leftear and rightear look swapped" in swap_advice(swap)
+    # the same frame labeled right: nothing to say
+    poses[0, 1, :2], poses[0, 2, :2] = labels[0, 1], labels[0, 2]
+    assert swapped_labels(poses, labels, ["a.png", "b.png"], parts) == []
+
+    # in the summary a weak part in a swapped frame is blamed on the swap
+    train = SplitErrors(["t.png"], labels[1:], poses[1:])
+    bad = poses[:1].copy()
+    bad[0, 1, :2], bad[0, 2, :2] = labels[0, 2], labels[0, 1]
+    r = summarize(train, SplitErrors(["a.png"], labels[:1], bad), parts, 0.5)
+    assert r["swapped_labels"][0]["split"] == "test"
+    assert {w["cause"] for w in r["weak_bodyparts"]} == {"swapped labels"}

@@ -20,7 +20,12 @@ from poseloop.heatmap import HeatmapSpec
 from poseloop.project import LabeledFrame, Project, read_project
 from poseloop.realtime.types import FrameTransform
 from poseloop.training.augment import resize_for_inference
-from poseloop.training.diagnose import advice, weak_bodyparts
+from poseloop.training.diagnose import (
+    advice,
+    swap_advice,
+    swapped_labels,
+    weak_bodyparts,
+)
 from poseloop.training.model import PoseNet
 from poseloop.training.run import RunInfo, load_model
 
@@ -84,6 +89,11 @@ def summarize(
         }
         for j, name in enumerate(bodyparts)
     }
+    swaps = [
+        {"split": name, **swap}
+        for name, s in (("train", train), ("test", test))
+        for swap in swapped_labels(s.poses, s.labels, s.images, bodyparts)
+    ]
     return {
         "train_rmse": train.rmse(),
         "test_rmse": test.rmse(),
@@ -95,8 +105,9 @@ def summarize(
         "per_bodypart": per_part,
         "weak_bodyparts": weak_bodyparts(
             {"train": train.errors, "test": test.errors},
-            {"train": train.images, "test": test.images}, bodyparts,
+            {"train": train.images, "test": test.images}, bodyparts, swaps,
         ),
+        "swapped_labels": swaps,
     }
 
 
@@ -232,4 +243,5 @@ def format_summary(result: dict) -> str:
         lines.append(f"{part:12s} {f(r['train_rmse'])} {f(r['test_rmse'])} "
                      f"{f(r['test_rmse_pcutoff'])}")
     lines += [f"\n{w['advice']}" for w in result.get("weak_bodyparts", []) if "advice" in w]
+    lines += [f"\n{swap_advice(w)}" for w in result.get("swapped_labels", [])]
     return "\n".join(lines)

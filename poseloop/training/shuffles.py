@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from poseloop.errors import ModelError
+from poseloop.training.diagnose import swap_advice
 
 FIGURES = ("train_rmse", "test_rmse", "train_rmse_pcutoff", "test_rmse_pcutoff")
 PART_FIGURES = ("train_rmse", "test_rmse", "test_rmse_pcutoff")
@@ -101,4 +102,5 @@ def format_shuffles(summary: dict) -> str:
         lines.append(f"{r['shuffle']}: train {r['train_rmse']:.2f}, test {test} "
                      f"({r['n_train']} train, {r['n_test']} test frames)")
         lines += [f"  {w['advice']}" for w in r.get("weak_bodyparts", []) if "advice" in w]
+        lines += [f"  {swap_advice(w)}" for w in r.get("swapped_labels", [])]
     return "\n".join(lines)
