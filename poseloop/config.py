@@ -159,6 +159,11 @@ class TrainConfig(Strict):
         return self
 
     @property
+    def budget_s(self) -> float:
+        """The training-time budget in seconds (infinite without max_minutes)."""
+        return self.max_minutes * 60 if self.max_minutes else math.inf
+
+    @property
     def step_limit(self) -> float:
         """Optimizer steps at most: iterations, else unlimited under a time budget."""
         if self.iterations is not None:

@@ -124,3 +124,9 @@ def swap_advice(swap: dict) -> str:
     return (f"{swap['image']}: the labels of {a} and {b} look swapped (predictions "
             f"{swap['error_px']:.1f} px from them, {swap['swapped_error_px']:.1f} px from the "
             f"other's label): check that frame and relabel it if so.")
+
+
+def diagnosis_lines(result: dict) -> list[str]:
+    """The advice of an evaluation's weak parts and swapped labels, one line each."""
+    return ([w["advice"] for w in result.get("weak_bodyparts", []) if "advice" in w]
+            + [swap_advice(w) for w in result.get("swapped_labels", [])])

@@ -20,12 +20,7 @@ from poseloop.heatmap import HeatmapSpec
 from poseloop.project import LabeledFrame, Project, read_project
 from poseloop.realtime.types import FrameTransform
 from poseloop.training.augment import resize_for_inference
-from poseloop.training.diagnose import (
-    advice,
-    swap_advice,
-    swapped_labels,
-    weak_bodyparts,
-)
+from poseloop.training.diagnose import advice, diagnosis_lines, swapped_labels, weak_bodyparts
 from poseloop.training.model import PoseNet
 from poseloop.training.run import RunInfo, load_model
 
@@ -242,6 +237,5 @@ def format_summary(result: dict) -> str:
     for part, r in result["per_bodypart"].items():
         lines.append(f"{part:12s} {f(r['train_rmse'])} {f(r['test_rmse'])} "
                      f"{f(r['test_rmse_pcutoff'])}")
-    lines += [f"\n{w['advice']}" for w in result.get("weak_bodyparts", []) if "advice" in w]
-    lines += [f"\n{swap_advice(w)}" for w in result.get("swapped_labels", [])]
+    lines += [f"\n{line}" for line in diagnosis_lines(result)]
     return "\n".join(lines)

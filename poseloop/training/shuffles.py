@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from poseloop.errors import ModelError
-from poseloop.training.diagnose import swap_advice
+from poseloop.training.diagnose import diagnosis_lines
 
 FIGURES = ("train_rmse", "test_rmse", "train_rmse_pcutoff", "test_rmse_pcutoff")
 PART_FIGURES = ("train_rmse", "test_rmse", "test_rmse_pcutoff")
@@ -101,6 +101,5 @@ def format_shuffles(summary: dict) -> str:
         test = "n/a" if r["test_rmse"] is None else f"{r['test_rmse']:.2f}"
         lines.append(f"{r['shuffle']}: train {r['train_rmse']:.2f}, test {test} "
                      f"({r['n_train']} train, {r['n_test']} test frames)")
-        lines += [f"  {w['advice']}" for w in r.get("weak_bodyparts", []) if "advice" in w]
-        lines += [f"  {swap_advice(w)}" for w in r.get("swapped_labels", [])]
+        lines += [f"  {line}" for line in diagnosis_lines(r)]
     return "\n".join(lines)

@@ -71,9 +71,9 @@ def learning_rate(cfg: TrainConfig, iteration: int, elapsed_s: float) -> float:
     Warm-up ends after ``warmup_iterations`` or WARMUP_SHARE of the time budget, whichever
     comes first, so a slow step rate cannot spend the budget warming up.
     """
-    budget = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
     if cfg.warmup_iterations:
-        warm = max((iteration + 1) / cfg.warmup_iterations, elapsed_s / (WARMUP_SHARE * budget))
+        warm = max((iteration + 1) / cfg.warmup_iterations,
+                   elapsed_s / (WARMUP_SHARE * cfg.budget_s))
         if warm < 1:
             return cfg.lr * warm
     done = fraction_done(cfg, iteration, elapsed_s)
@@ -82,10 +82,7 @@ def learning_rate(cfg: TrainConfig, iteration: int, elapsed_s: float) -> float:
 
 def fraction_done(cfg: TrainConfig, iteration: int, elapsed_s: float) -> float:
     """How far a run is, 0..1: the larger of steps done and training time used."""
-    done = iteration / cfg.step_limit
-    if cfg.max_minutes:
-        done = max(done, elapsed_s / (cfg.max_minutes * 60))
-    return min(done, 1.0)
+    return min(max(iteration / cfg.step_limit, elapsed_s / cfg.budget_s), 1.0)
 
 
 #: Backbones whose training step bf16 autocast speeds up on a CPU with bf16 units, measured
@@ -148,18 +145,16 @@ def plot_loss(history: pd.DataFrame, path: Path) -> None:
 
 
 def prepare_run(project: Project, cfg: TrainConfig, out: Path,
-                images: list[np.ndarray] | None = None) -> RunInfo:
+                data: tuple[list[np.ndarray], np.ndarray] | None = None) -> RunInfo:
     """Create a run folder: the config with its recipe resolved, project facts, the split.
 
-    ``images`` are the split's training images, if already loaded (the recipe reads their
-    sizes); they are loaded otherwise.
+    ``data`` is the split's training images and labels, if already loaded (the recipe
+    reads them); they are loaded otherwise.
     """
     if checkpoints(out) or (out / "model.pt").exists():
         raise ConfigError(f"{out}: already holds a training run; use --resume or another --out")
     split = project.split(cfg.seed, cfg.training_fraction)
-    if images is None:
-        images, _ = _training_data(project, split)
-    keypoints = np.stack([f.keypoints for f in project.subset(split.train)])
+    images, keypoints = data or _training_data(project, split)
     chosen = recipe.choose(
         cfg, LabelGeometry.measure(keypoints, [im.shape[1::-1] for im in images])
     )
@@ -213,9 +208,10 @@ def train(project: Project, cfg: TrainConfig, out: Path, resume: bool = False,
 
     ``log`` receives the recipe line (scale and crop, and what they were chosen from).
     """
-    split = read_run(out).split if resume else project.split(cfg.seed, cfg.training_fraction)
+    resumed = read_run(out) if resume else None
+    split = resumed.split if resumed else project.split(cfg.seed, cfg.training_fraction)
     images, keypoints = _training_data(project, split)
-    info = read_run(out) if resume else prepare_run(project, cfg, out, images)
+    info = resumed or prepare_run(project, cfg, out, (images, keypoints))
     cfg = info.config
     if log and (out / "recipe.txt").is_file():
         log((out / "recipe.txt").read_text().strip())
@@ -245,7 +241,7 @@ def train(project: Project, cfg: TrainConfig, out: Path, resume: bool = False,
 
     model.train()
     t0 = time.monotonic() - spent  # training time: measuring the curve is left out
-    budget = cfg.max_minutes * 60 if cfg.max_minutes else math.inf
+    budget = cfg.budget_s
     it = start
     limit = cfg.step_limit
     bar = tqdm(total=None if math.isinf(limit) else int(limit), initial=start,
