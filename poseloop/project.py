@@ -1,8 +1,12 @@
 """DeepLabCut project I/O: config.yaml, labeled frames (CollectedData_*.csv/.h5) and splits.
 
 A project is read once into a ``Project``: its bodyparts, skeleton and pcutoff from
-``config.yaml``, and every labeled frame with its K x 2 keypoints (NaN = unlabeled).
-Errors name the file and the row/column to fix.
+``config.yaml``, and every labeled frame with its keypoints (NaN = unlabeled): K x 2 in a
+single-animal project; N x K x 2 (individuals x multianimalbodyparts) plus U x 2 unique
+bodyparts in a multi-animal one (``multianimalproject: true``, label files with the four
+header rows scorer / individuals / bodyparts / coords; unique bodyparts sit under the
+individual ``single``, as DeepLabCut writes them). Errors name the file and the row,
+individual, bodypart or column to fix.
 """
 
 from __future__ import annotations
@@ -27,13 +31,27 @@ OUTSIDE_MARGIN = 0.1
 MAX_COORDINATE = 1e6
 
 
+#: DeepLabCut's individual name for the unique bodyparts of a multi-animal project.
+UNIQUE_INDIVIDUAL = "single"
+
+
 @dataclass(frozen=True)
 class LabeledFrame:
-    """One labeled image: its path relative to the project and K x 2 keypoints (NaN = none)."""
+    """One labeled image: its path relative to the project and its keypoints (NaN = none).
+
+    keypoints: K x 2 (single-animal) or N x K x 2 (multi-animal: individuals x bodyparts).
+    unique: U x 2 unique bodyparts of a multi-animal project (0 x 2 when it has none).
+    """
 
     image: str
     keypoints: np.ndarray
     source: str  # the CollectedData file it came from, for error messages
+    unique: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+
+    @property
+    def joints(self) -> np.ndarray:
+        """Every labeled point as one J x 2 array: the animals' bodyparts then the unique."""
+        return np.concatenate([self.keypoints.reshape(-1, 2), self.unique]).astype(np.float32)
 
     def absolute(self, root: Path) -> Path:
         """The image's path on disk."""
@@ -42,7 +60,14 @@ class LabeledFrame:
 
 @dataclass
 class Project:
-    """A DeepLabCut single-animal project."""
+    """A DeepLabCut project, single- or multi-animal.
+
+    bodyparts: the bodyparts of every animal (``multianimalbodyparts`` in a multi-animal
+    project). individuals: the animals' names; empty in a single-animal project.
+    unique_bodyparts: points that exist once per frame (multi-animal only).
+    identity: whether the animals can be told apart by their looks (DeepLabCut's
+    ``identity``: train an identity head).
+    """
 
     root: Path
     task: str
@@ -52,11 +77,26 @@ class Project:
     pcutoff: float
     training_fraction: float
     frames: list[LabeledFrame] = field(default_factory=list)
+    individuals: list[str] = field(default_factory=list)
+    unique_bodyparts: list[str] = field(default_factory=list)
+    identity: bool = False
+
+    @property
+    def multi_animal(self) -> bool:
+        """Whether this is a DeepLabCut multi-animal project."""
+        return bool(self.individuals)
 
     @property
     def keypoints(self) -> np.ndarray:
-        """All labels as an N x K x 2 array."""
+        """All labels as a frames x K x 2 (multi-animal: frames x N x K x 2) array."""
         return np.stack([f.keypoints for f in self.frames]).astype(np.float32)
+
+    def joint_names(self) -> list[str]:
+        """Names of the rows of ``LabeledFrame.joints``: ``bodypart`` or ``individual/bodypart``."""
+        if not self.multi_animal:
+            return list(self.bodyparts)
+        return [f"{i}/{b}" for i in self.individuals for b in self.bodyparts] + [
+            f"{UNIQUE_INDIVIDUAL}/{u}" for u in self.unique_bodyparts]
 
     def load_image(self, frame: LabeledFrame) -> np.ndarray:
         """The frame's image as RGB uint8 H x W x 3 (grey and RGBA images are converted)."""
@@ -65,14 +105,15 @@ class Project:
         if image is None:
             raise ProjectError(f"{path}: image listed in {frame.source} cannot be read")
         h, w = image.shape[:2]
-        x, y = frame.keypoints[:, 0], frame.keypoints[:, 1]
+        joints = frame.joints
+        x, y = joints[:, 0], joints[:, 1]
         margin = OUTSIDE_MARGIN
         outside = (x < -margin * w) | (x > (1 + margin) * w) \
             | (y < -margin * h) | (y > (1 + margin) * h)
         if outside.any():
             j = int(np.flatnonzero(outside)[0])
             raise ProjectError(
-                f"{frame.source}: {frame.image}: label {self.bodyparts[j]} at "
+                f"{frame.source}: {frame.image}: label {self.joint_names()[j]} at "
                 f"({x[j]:.1f}, {y[j]:.1f}) lies outside the {w} x {h} image"
             )
         return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
@@ -135,19 +176,35 @@ def _read_config(path: Path) -> dict:
     if not isinstance(cfg, dict):
         raise ProjectError(f"{path}: expected a mapping of settings, got {type(cfg).__name__}")
     if cfg.get("multianimalproject"):
-        raise ProjectError(
-            f"{path}: multianimalproject is true; poseloop trains single-animal projects only"
-        )
-    parts = cfg.get("bodyparts")
-    if not isinstance(parts, list) or not parts or not all(isinstance(p, str) for p in parts):
-        raise ProjectError(f"{path}: field 'bodyparts' must be a non-empty list of names")
-    if len(set(parts)) != len(parts):
-        raise ProjectError(f"{path}: field 'bodyparts' lists a name twice: {parts}")
+        individuals = _names(cfg, "individuals", path)
+        if UNIQUE_INDIVIDUAL in individuals:
+            raise ProjectError(f"{path}: field 'individuals' may not name "
+                               f"'{UNIQUE_INDIVIDUAL}' (DeepLabCut's unique-bodypart column)")
+        parts = _names(cfg, "multianimalbodyparts", path)
+        unique = _names(cfg, "uniquebodyparts", path, required=False)
+        both = sorted(set(parts) & set(unique))
+        if both:
+            raise ProjectError(f"{path}: {both} listed in both multianimalbodyparts and "
+                               f"uniquebodyparts")
+    else:
+        _names(cfg, "bodyparts", path)
     return cfg
 
 
+def _names(cfg: dict, key: str, path: Path, required: bool = True) -> list[str]:
+    """A config field that lists unique names (a non-empty list when required)."""
+    names = cfg.get(key) or []
+    if not isinstance(names, list) or not all(isinstance(p, str) for p in names) \
+            or (required and not names):
+        raise ProjectError(f"{path}: field '{key}' must be a "
+                           f"{'non-empty ' if required else ''}list of names")
+    if len(set(names)) != len(names):
+        raise ProjectError(f"{path}: field '{key}' lists a name twice: {names}")
+    return [str(n) for n in names]
+
+
 def _skeleton(cfg: dict, path: Path, bodyparts: list[str]) -> list[tuple[str, str]]:
-    out = []
+    out: list[tuple[str, str]] = []
     for i, edge in enumerate(cfg.get("skeleton") or []):
         if not (isinstance(edge, list | tuple) and len(edge) == 2):
             raise ProjectError(f"{path}: skeleton[{i}] must be a pair of bodyparts, got {edge!r}")
@@ -173,13 +230,28 @@ def _number(cfg: dict, key: str, default: float, path: Path) -> float:
     return number
 
 
-def _read_table(path: Path) -> pd.DataFrame:
-    """A CollectedData table with a 3-level column index and image paths as index."""
+def _header_rows(path: Path) -> int:
+    """How many header rows a CollectedData CSV has: 4 with an ``individuals`` row, else 3."""
+    try:
+        with open(path, newline="") as f:
+            first = [next(f, "").split(",", 1)[0].strip() for _ in range(2)]
+    except OSError as e:
+        raise ProjectError(f"{path}: cannot read labels ({e})") from e
+    return 4 if first[1] == "individuals" else 3
+
+
+def _read_table(path: Path, multi: bool) -> pd.DataFrame:
+    """A CollectedData table with image paths as index and 3 column levels (scorer,
+    bodyparts, coords), or 4 (scorer, individuals, bodyparts, coords) when ``multi``."""
+    levels = 4 if multi else 3
     try:
         if path.suffix == ".h5":
             df = pd.read_hdf(path)
         else:
-            df = pd.read_csv(path, header=[0, 1, 2], index_col=None)
+            rows = _header_rows(path)
+            df = pd.read_csv(path, header=list(range(rows)), index_col=None)
+    except ProjectError:
+        raise
     except Exception as e:  # pandas raises many types for a corrupt file
         raise ProjectError(f"{path}: cannot read labels ({type(e).__name__}: {e})") from e
     if not isinstance(df, pd.DataFrame):
@@ -187,7 +259,7 @@ def _read_table(path: Path) -> pd.DataFrame:
     if path.suffix != ".h5":
         # Newer DeepLabCut CSVs spread the image path over several leading columns.
         lead = [c for c in df.columns if str(c[0]).startswith("Unnamed") or c[0] == "scorer"]
-        lead = [c for c in lead if str(c[1]).startswith("Unnamed") or c[1] == "bodyparts"]
+        lead = [c for c in lead if str(c[-2]).startswith("Unnamed") or c[-2] == "bodyparts"]
         if not lead:
             raise ProjectError(f"{path}: no image-path column before the label columns")
         names = df[lead].astype(str).agg("/".join, axis=1)
@@ -195,51 +267,94 @@ def _read_table(path: Path) -> pd.DataFrame:
         df.index = names
     elif isinstance(df.index, pd.MultiIndex):
         df.index = ["/".join(map(str, t)) for t in df.index]
-    if df.columns.nlevels == 4:
-        raise ProjectError(f"{path}: multi-animal labels (4 header rows) are not supported")
-    if df.columns.nlevels != 3:
-        raise ProjectError(
-            f"{path}: expected 3 header rows (scorer, bodyparts, coords), "
-            f"found {df.columns.nlevels}"
-        )
+    if df.columns.nlevels != levels:
+        kind = "multi-animal" if multi else "single-animal"
+        want = ("scorer, individuals, bodyparts, coords" if multi
+                else "scorer, bodyparts, coords")
+        hint = (" (config.yaml says multianimalproject: "
+                f"{'true' if multi else 'false'}; is that right?)"
+                if df.columns.nlevels in (3, 4) else "")
+        raise ProjectError(f"{path}: a {kind} project's labels have {levels} header rows "
+                           f"({want}), found {df.columns.nlevels}{hint}")
     return df
 
 
-def _frames_from_table(df: pd.DataFrame, path: Path, bodyparts: list[str]) -> list[LabeledFrame]:
-    coords_ok = {"x", "y", "likelihood"}
-    for scorer, part, coord in df.columns:
-        if part not in bodyparts:
+def _joint_index(project: Project) -> dict[tuple[str | None, str], int]:
+    """(individual, bodypart) -> row of ``LabeledFrame.joints`` (individual None: single)."""
+    if not project.multi_animal:
+        return {(None, b): j for j, b in enumerate(project.bodyparts)}
+    index: dict[tuple[str | None, str], int] = {}
+    for i in project.individuals + [UNIQUE_INDIVIDUAL] * bool(project.unique_bodyparts):
+        parts = project.unique_bodyparts if i == UNIQUE_INDIVIDUAL else project.bodyparts
+        for b in parts:
+            index[(i, b)] = len(index)
+    return index
+
+
+def _column_joint(project: Project, column: tuple, path: Path,
+                  index: dict[tuple[str | None, str], int]) -> tuple[int, str]:
+    """The joint row and coordinate of a label column; ProjectError naming what is wrong."""
+    where = f"{path}: column {tuple(map(str, column))}"
+    coord = str(column[-1])
+    if coord not in ("x", "y", "likelihood"):
+        raise ProjectError(f"{where}: unknown coordinate '{coord}' (x, y or likelihood)")
+    part = str(column[-2])
+    if not project.multi_animal:
+        if (None, part) not in index:
+            raise ProjectError(f"{where}: bodypart '{part}' is not in config.yaml bodyparts "
+                               f"{project.bodyparts}")
+        return index[(None, part)], coord
+    individual = str(column[1])
+    known = project.individuals + [UNIQUE_INDIVIDUAL] * bool(project.unique_bodyparts)
+    if individual not in known:
+        raise ProjectError(f"{where}: individual '{individual}' is not in config.yaml "
+                           f"individuals {project.individuals}")
+    if (individual, part) not in index:
+        field_name = "uniquebodyparts" if individual == UNIQUE_INDIVIDUAL \
+            else "multianimalbodyparts"
+        parts = project.unique_bodyparts if individual == UNIQUE_INDIVIDUAL \
+            else project.bodyparts
+        raise ProjectError(f"{where}: individual '{individual}', bodypart '{part}' is not in "
+                           f"config.yaml {field_name} {parts}")
+    return index[(individual, part)], coord
+
+
+def _frames_from_table(df: pd.DataFrame, path: Path, project: Project) -> list[LabeledFrame]:
+    index = _joint_index(project)
+    seen: dict[tuple[int, str], tuple] = {}
+    values = np.full((len(df), len(index), 2), np.nan, np.float32)
+    header = df.columns.nlevels
+    for c, column in enumerate(df.columns):
+        j, coord = _column_joint(project, column, path, index)
+        if (j, coord) in seen:
+            raise ProjectError(f"{path}: columns {tuple(map(str, seen[(j, coord)]))} and "
+                               f"{tuple(map(str, column))} label the same point twice")
+        seen[(j, coord)] = column
+        if coord == "likelihood":
+            continue
+        col = df.iloc[:, c]
+        # pandas annotates to_numeric's result loosely; a Series in gives a Series out.
+        numeric = cast(pd.Series, pd.to_numeric(col, errors="coerce"))
+        number = numeric.to_numpy(np.float64)
+        bad = (numeric.isna() & col.notna() & (col.astype(str).str.strip() != "")) \
+            | (np.abs(number) >= MAX_COORDINATE)  # inf, or beyond any image
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            who = f"individual {column[1]}, " if project.multi_animal else ""
             raise ProjectError(
-                f"{path}: column ({scorer}, {part}, {coord}): bodypart '{part}' is not in "
-                f"config.yaml bodyparts {bodyparts}"
+                f"{path}: row {row + header + 1} ({df.index[row]}), {who}bodypart "
+                f"{column[-2]}, {coord}: not a pixel coordinate: {col.iloc[row]!r}"
             )
-        if coord not in coords_ok:
-            raise ProjectError(f"{path}: column ({scorer}, {part}, {coord}): unknown coordinate")
-    parts = df.columns.get_level_values(1)
-    coords = df.columns.get_level_values(2)
-    values = np.full((len(df), len(bodyparts), 2), np.nan, np.float32)
-    for j, part in enumerate(bodyparts):
-        for c, axis in (("x", 0), ("y", 1)):
-            sel = np.flatnonzero((parts == part) & (coords == c))
-            if len(sel) == 0:
-                continue
-            col = df.iloc[:, sel[0]]
-            # pandas annotates to_numeric's result loosely; a Series in gives a Series out.
-            numeric = cast(pd.Series, pd.to_numeric(col, errors="coerce"))
-            number = numeric.to_numpy(np.float64)
-            bad = (numeric.isna() & col.notna() & (col.astype(str).str.strip() != "")) \
-                | (np.abs(number) >= MAX_COORDINATE)  # inf, or beyond any image
-            if bad.any():
-                row = int(np.flatnonzero(bad.to_numpy())[0])
-                raise ProjectError(
-                    f"{path}: row {row + 4} ({df.index[row]}), column {part}/{c}: "
-                    f"not a pixel coordinate: {col.iloc[row]!r}"
-                )
-            values[:, j, axis] = number
+        values[:, j, 0 if coord == "x" else 1] = number
+    n, k = len(project.individuals), len(project.bodyparts)
     frames = []
     for i, name in enumerate(df.index):
         image = str(name).replace("\\", "/")
-        frames.append(LabeledFrame(image=image, keypoints=values[i], source=str(path)))
+        if project.multi_animal:
+            frames.append(LabeledFrame(image=image, keypoints=values[i, :n * k].reshape(n, k, 2),
+                                       source=str(path), unique=values[i, n * k:]))
+        else:
+            frames.append(LabeledFrame(image=image, keypoints=values[i], source=str(path)))
     return frames
 
 
@@ -261,15 +376,20 @@ def read_project(root: str | Path, check_images: bool = True) -> Project:
     root = Path(root).expanduser().resolve()
     cfg_path = root / "config.yaml"
     cfg = _read_config(cfg_path)
-    bodyparts = [str(p) for p in cfg["bodyparts"]]
+    multi = bool(cfg.get("multianimalproject"))
+    bodyparts = [str(p) for p in cfg["multianimalbodyparts" if multi else "bodyparts"]]
+    unique = [str(p) for p in cfg.get("uniquebodyparts") or []] if multi else []
     project = Project(
         root=root,
         task=str(cfg.get("Task") or root.name),
         scorer=str(cfg.get("scorer") or "poseloop"),
         bodyparts=bodyparts,
-        skeleton=_skeleton(cfg, cfg_path, bodyparts),
+        skeleton=_skeleton(cfg, cfg_path, bodyparts + unique),
         pcutoff=_number(cfg, "pcutoff", 0.6, cfg_path),
         training_fraction=_number(cfg, "TrainingFraction", 0.95, cfg_path),
+        individuals=[str(i) for i in cfg["individuals"]] if multi else [],
+        unique_bodyparts=unique,
+        identity=bool(cfg.get("identity")) if multi else False,
     )
     files = label_files(root)
     if not files:
@@ -278,8 +398,8 @@ def read_project(root: str | Path, check_images: bool = True) -> Project:
         )
     seen: dict[str, str] = {}
     for path in files:
-        df = _read_table(path)
-        for frame in _frames_from_table(df, path, bodyparts):
+        df = _read_table(path, multi)
+        for frame in _frames_from_table(df, path, project):
             if frame.image in seen:
                 raise ProjectError(
                     f"{path}: frame {frame.image} is labeled twice (also in {seen[frame.image]})"
@@ -287,7 +407,7 @@ def read_project(root: str | Path, check_images: bool = True) -> Project:
             seen[frame.image] = str(path)
             if check_images and not frame.absolute(root).is_file():
                 raise ProjectError(f"{path}: row for {frame.image}: image file does not exist")
-            if np.isfinite(frame.keypoints).any():
+            if np.isfinite(frame.joints).any():
                 project.frames.append(frame)
     if not project.frames:
         raise ProjectError(f"{root}: the label files hold no labeled points ({files[0]}, ...)")

@@ -95,7 +95,7 @@ def test_non_numeric_cell(openfield_copy: Path) -> None:
     _edit_csv(openfield_copy / CSV, 10, 4, "12.3abc")
     with pytest.raises(
         ProjectError, match=r"CollectedData_Pranav\.csv: row 11 \(labeled-data/m4s1/img0007\.png\)"
-        r", column leftear/y: not a pixel coordinate: '12\.3abc'"
+        r", bodypart leftear, y: not a pixel coordinate: '12\.3abc'"
     ):
         read_project(openfield_copy)
 
@@ -148,7 +148,7 @@ def test_unlabeled_cells_are_nan(openfield_copy: Path) -> None:
         ("bodyparts: [a, a]\n", "lists a name twice"),
         ("bodyparts: [a]\npcutoff: high\n", "'pcutoff' must be a number"),
         ("bodyparts: [a]\nskeleton: [[a, z]]\n", r"skeleton\[0\] names 'z'"),
-        ("bodyparts: [a]\nmultianimalproject: true\n", "single-animal"),
+        ("bodyparts: [a]\nmultianimalproject: true\n", "'individuals' must be a non-empty"),
         ("bodyparts: [a\n", "invalid YAML"),
         ("- 1\n- 2\n", "expected a mapping"),
     ],
