@@ -131,6 +131,15 @@ class TrainConfig(Strict):
     locref_weight: float = Field(default=0.05, ge=0, description="weight of the Huber locref loss")
     pos_dist_thresh: float = Field(default=17.0, gt=0, description="target disk radius in pixels")
     locref_stdev: float = Field(default=7.2801, gt=0)
+    paf_width: float = Field(
+        default=20.0, gt=0, description="multi-animal: width of a limb's part affinity field (px)"
+    )
+    paf_weight: float = Field(
+        default=0.1, ge=0, description="multi-animal: weight of the part affinity field loss"
+    )
+    identity_weight: float = Field(
+        default=0.1, ge=0, description="multi-animal with identity: weight of the identity loss"
+    )
     seed: int = Field(default=0, ge=0, description="seed of the train/test split and of training")
     training_fraction: float | None = Field(
         default=None, gt=0, le=1, description="None = the project's TrainingFraction"

@@ -8,7 +8,10 @@ enough to run and decode:
 * input ``image``: uint8 N x H x W x 3 in ``input_order`` (BGR: OpenCV frames go in as they
   are), any N, H, W; cast, channel order and normalisation happen inside the graph.
 * outputs ``scoremap`` (N x K x h x w, raw: logits for poseloop models) and ``locref``
-  (N x 2K x h x w, interleaved dx, dy in ``locref_stdev`` units).
+  (N x 2K x h x w, interleaved dx, dy in ``locref_stdev`` units). A multi-animal model's
+  scoremap and locref hold its K bodyparts then its U unique bodyparts, and it adds ``paf``
+  (N x 2E x h x w: x, y of each edge of ``paf_edges``) and, with ``identity``, ``identity``
+  (N x individuals x h x w logits).
 
 This module imports no torch (and no onnx): the realtime runner reads the spec from its
 ONNX Runtime session with :meth:`ModelSpec.from_metadata`.
@@ -32,6 +35,8 @@ PREFIX = "poseloop."
 FORMAT_VERSION = 1
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("scoremap", "locref")
+#: The outputs a multi-animal model adds, in order (``identity`` only with an identity head).
+MULTI_OUTPUT_NAMES = ("paf", "identity")
 
 INPUT_ORDERS = ("BGR", "RGB")
 SOURCES = ("poseloop", "dlc3")
@@ -54,6 +59,8 @@ class ModelSpec:
     image_size: training image (crop) size as (width, height), or None if unknown.
     individuals: names of the N animals of a multi-animal model; empty for a single-animal
         one (N = 1). unique_bodyparts: DeepLabCut's bodyparts that exist once per frame.
+    paf_edges: the bodypart pairs with a part affinity field (multi-animal), in channel order.
+    identity: whether the model has an identity head (individuals told apart by looks).
     """
 
     bodyparts: list[str]
@@ -73,6 +80,8 @@ class ModelSpec:
     format_version: int = FORMAT_VERSION
     individuals: list[str] = field(default_factory=list)
     unique_bodyparts: list[str] = field(default_factory=list)
+    paf_edges: list[tuple[str, str]] = field(default_factory=list)
+    identity: bool = False
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -118,6 +127,7 @@ class ModelSpec:
         """The ``metadata_props`` entries (all strings, ``poseloop.`` prefix)."""
         values = asdict(self)
         values["skeleton"] = [list(e) for e in self.skeleton]
+        values["paf_edges"] = [list(e) for e in self.paf_edges]
         values["image_size"] = list(self.image_size) if self.image_size else None
         return {PREFIX + k: _encode(v) for k, v in values.items()}
 
@@ -214,6 +224,8 @@ _PARSERS = {
     "format_version": int,
     "individuals": _str_list,
     "unique_bodyparts": _str_list,
+    "paf_edges": _skeleton,
+    "identity": json.loads,
 }
 _REQUIRED = ("bodyparts", "stride", "offset", "locref_stdev", "likelihood", "input_order",
              "input_scale", "source")
@@ -263,3 +275,10 @@ def check_io(session: Any, source_name: str) -> None:
     names = tuple(o.name for o in outputs)
     if names[:2] != OUTPUT_NAMES:
         raise ModelError(f"{source_name}: graph outputs must be {OUTPUT_NAMES}, found {names}")
+
+
+def output_names(spec: ModelSpec) -> tuple[str, ...]:
+    """The graph outputs a model of ``spec`` has, in order."""
+    if not spec.multi_animal:
+        return OUTPUT_NAMES
+    return OUTPUT_NAMES + MULTI_OUTPUT_NAMES[: 1 + spec.identity]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -296,6 +297,10 @@ def _column_joint(project: Project, column: tuple, path: Path,
     """The joint row and coordinate of a label column; ProjectError naming what is wrong."""
     where = f"{path}: column {tuple(map(str, column))}"
     coord = str(column[-1])
+    if re.fullmatch(r"(x|y|likelihood)\.\d+", coord):  # pandas renames a repeated header
+        first = tuple(map(str, column[:-1])) + (coord.split(".")[0],)
+        raise ProjectError(f"{path}: columns {first} appear twice: they would label the same "
+                           f"point twice; each individual/bodypart/coordinate is one column")
     if coord not in ("x", "y", "likelihood"):
         raise ProjectError(f"{where}: unknown coordinate '{coord}' (x, y or likelihood)")
     part = str(column[-2])

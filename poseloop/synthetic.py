@@ -492,3 +492,26 @@ def write_project(
     with open(root / "config.yaml", "w", encoding="utf-8") as fh:
         yaml.safe_dump(config, fh, sort_keys=False, default_flow_style=False)
     return root
+
+
+def crossing_keypoints(n: int, frames: int, width: int = 320, height: int = 240,
+                       seed: int = 0) -> np.ndarray:
+    """Keypoints (frames x n x K x 2) of ``n`` synthetic animals whose paths cross.
+
+    Animal i walks a straight line through the arena's centre at its own angle (i * pi / n),
+    all of them passing the centre in the middle frame, so every pair crosses; each keeps
+    the synthetic animal's body geometry, heading along its path. For tests of assembly and
+    tracking: the identities are known (row i is always animal i).
+    """
+    scene = SyntheticScene(width, height, seed)
+    out = np.zeros((frames, n, len(BODYPARTS), 2), np.float32)
+    reach = 0.35 * min(width, height)
+    for i in range(n):
+        angle = i * math.pi / n
+        for f in range(frames):
+            s = reach * (2.0 * f / max(frames - 1, 1) - 1.0)
+            x = width / 2 + s * math.cos(angle)
+            y = height / 2 + s * math.sin(angle)
+            pose = scene._pose(x, y, angle, 0.0, 0.0, 0.0)
+            out[f, i] = np.array(pose.keypoints, np.float32)
+    return out

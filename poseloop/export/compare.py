@@ -25,7 +25,7 @@ def frame_poses(session, spec: ModelSpec, frames: Sequence[np.ndarray]) -> np.nd
     poses = []
     for frame in frames:
         image, sx, sy = resize_for_inference(frame, spec.input_scale)
-        poses.append(FrameTransform(sx=sx, sy=sy).to_full(spec.decode(*ort_maps(session, image))))
+        poses.append(FrameTransform(sx=sx, sy=sy).to_full(spec.decode(*ort_maps(session, image, spec)[:2])))
     return np.stack(poses)
 
 
@@ -38,12 +38,12 @@ def rmse(poses: np.ndarray, labels: np.ndarray) -> float:
 def median_ms(session, spec: ModelSpec, frames: Sequence[np.ndarray], repeats: int = 3) -> float:
     """Median inference time (ms) of the graph on the frames' live inputs (after a warm-up)."""
     inputs = [resize_for_inference(f, spec.input_scale)[0] for f in frames]
-    ort_maps(session, inputs[0])
+    ort_maps(session, inputs[0], spec)
     times = []
     for _ in range(repeats):
         for image in inputs:
             t0 = time.perf_counter()
-            ort_maps(session, image)
+            ort_maps(session, image, spec)
             times.append(time.perf_counter() - t0)
     return 1e3 * float(np.median(times))
 

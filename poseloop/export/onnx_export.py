@@ -20,7 +20,7 @@ from torch import nn
 from poseloop import __version__
 from poseloop.errors import ModelError
 from poseloop.export.dlc3 import Dlc3Info
-from poseloop.modelspec import INPUT_NAME, OUTPUT_NAMES, ModelSpec
+from poseloop.modelspec import INPUT_NAME, ModelSpec, output_names
 from poseloop.training.run import RunInfo
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -51,7 +51,7 @@ class FrameInput(nn.Module):
             self.register_buffer("shift", torch.tensor(shift).view(1, 3, 1, 1))
             self.register_buffer("scale", torch.tensor(scale).view(1, 3, 1, 1))
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = image.permute(0, 3, 1, 2)
         if self.swap_channels:
             x = x[:, [2, 1, 0]]  # not flip(): torch.export rejects it with a dynamic batch
@@ -87,6 +87,8 @@ def run_spec(info: RunInfo) -> ModelSpec:
         input_scale=info.config.augment.scale,
         image_size=info.config.augment.crop, pcutoff=info.pcutoff,
         backbone=info.config.backbone, source="poseloop", poseloop_version=__version__,
+        individuals=list(info.individuals), unique_bodyparts=list(info.unique_bodyparts),
+        paf_edges=list(info.paf_edges), identity=info.identity,
     )
 
 
@@ -109,9 +111,10 @@ def dlc3_spec(info: Dlc3Info, pcutoff: float = 0.6) -> ModelSpec:
     )
 
 
-def _torch_export(model: FrameInput, path: Path, opset: int | None, exporter: str) -> None:
+def _torch_export(model: FrameInput, path: Path, opset: int | None, exporter: str,
+                  names: tuple[str, ...]) -> None:
     example = (torch.zeros(1, *_EXAMPLE_HW, 3, dtype=torch.uint8),)
-    common = {"input_names": [INPUT_NAME], "output_names": list(OUTPUT_NAMES),
+    common = {"input_names": [INPUT_NAME], "output_names": list(names),
               "opset_version": opset, "external_data": False}
     with warnings.catch_warnings(), torch.inference_mode(False):
         warnings.simplefilter("ignore")  # deprecation / tracer chatter, not actionable here
@@ -124,7 +127,7 @@ def _torch_export(model: FrameInput, path: Path, opset: int | None, exporter: st
         else:
             axes = {INPUT_NAME: {0: "batch", 1: "height", 2: "width"}}
             axes.update({name: {0: "batch", 2: "map_height", 3: "map_width"}
-                         for name in OUTPUT_NAMES})
+                         for name in names})
             torch.onnx.export(model, example, str(path), dynamo=False, dynamic_axes=axes,
                               **common)
 
@@ -152,7 +155,7 @@ def export_onnx(model: FrameInput, spec: ModelSpec, out: str | Path, opset: int 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        _torch_export(model.eval(), tmp, opset, exporter)
+        _torch_export(model.eval(), tmp, opset, exporter, output_names(spec))
         proto = onnx.load(str(tmp))
         write_metadata(proto, spec)
         onnx.checker.check_model(proto, full_check=True)

@@ -21,7 +21,8 @@ from poseloop.realtime.preprocess import Preprocessor
 from poseloop.realtime.processors import make_processors
 from poseloop.realtime.runner import OrtRunner
 from poseloop.realtime.sinks import SINKS
-from poseloop.realtime.types import Camera, Session, Sink
+from poseloop.realtime.tracker import AnimalTracker
+from poseloop.realtime.types import Camera, Decoder, Session, Sink
 from poseloop.rules import RuleSet
 
 
@@ -45,6 +46,14 @@ def session_of(spec: ModelSpec, model: Path) -> Session:
     )
 
 
+def make_tracker(spec: ModelSpec, decoder: Decoder) -> AnimalTracker | None:
+    """Identities across frames for a multi-animal model (None for a single animal)."""
+    if not spec.multi_animal:
+        return None
+    return AnimalTracker(len(spec.individuals), len(spec.bodyparts),
+                         identity_source=decoder if spec.identity else None)
+
+
 def make_sinks(config: EngineConfig) -> list[Sink]:
     """The sinks whose sections are on, in registration order."""
     sinks = []
@@ -66,11 +75,13 @@ def build_engine(config: EngineConfig, camera: Camera | None = None) -> Engine:
         [r.model_dump(by_alias=True) for r in config.rules], spec.bodyparts, spec.pcutoff,
         devices={a.name for a in actuators}, individuals=spec.individual_names,
     ) if config.rules else None
+    decoder = make_decoder(spec)
     return Engine(
         camera=camera if camera is not None else make_camera(config.camera),
         preprocess=Preprocessor.from_spec(spec, config.preprocess),
         runner=runner,
-        decoder=make_decoder(spec),
+        decoder=decoder,
+        tracker=make_tracker(spec, decoder),
         session=session_of(spec, model),
         processors=make_processors(config.processors, spec.pcutoff),
         rules=rules,

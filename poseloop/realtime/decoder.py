@@ -145,7 +145,7 @@ def decode_peaks_numpy(
 #: Decoder kinds by ``ModelSpec.decoder``: name -> factory(spec) -> Decoder. A decoder for
 #: another kind of model is one file that registers itself here (and is listed in BUILTIN).
 DECODERS: Registry[Callable[[ModelSpec], Decoder]] = Registry("decoder")
-BUILTIN = ("poseloop.realtime.decoder",)
+BUILTIN = ("poseloop.realtime.decoder", "poseloop.realtime.multi_decoder")
 
 
 def make_decoder(spec: ModelSpec) -> Decoder:

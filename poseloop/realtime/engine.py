@@ -148,6 +148,8 @@ class Engine:
         self._actuator_list = tuple(actuators)
         self._has_processors = bool(self.processors.processors)
         self._points = np.zeros(decoder.shape, np.float32)
+        #: The decoder's unique bodyparts (U x 3, multi-animal models that have some).
+        self._unique: np.ndarray | None = getattr(decoder, "unique", None)
         self._ids = np.arange(decoder.shape[0], dtype=np.int64) if tracker is None \
             else np.full(decoder.shape[0], -1, np.int64)
         self.stats = RunStats()
@@ -247,6 +249,9 @@ class Engine:
         t_infer = _now()
         points = self.decoder.decode(outputs, self._points)
         transform.to_full(points)
+        unique = self._unique
+        if unique is not None:
+            transform.to_full(unique)
         if self.tracker is not None:
             self.tracker.update(points, self._ids, frame.t_capture_ns)
         t_decode = _now()
@@ -269,7 +274,7 @@ class Engine:
         pose = Pose(data, frame.index, frame.t_capture_ns, {
             "grab": t_grab, "preprocess": t_pre, "infer": t_infer, "decode": t_decode,
             "process": t_process, "rules": t_rules,
-        }, self._ids.copy(), None, frame.camera)
+        }, self._ids.copy(), None if unique is None else unique.copy(), frame.camera)
         for sink in self._live:
             sink.pose(pose, frame)
         pose.timings["publish"] = _now()
@@ -287,7 +292,7 @@ class Engine:
                 self.actuators[action.device].send(raw if raw is not None else action.command)
                 text = action.command if raw is None else raw.hex()
                 record = ActionRecord(event.frame_index, event.rule, f"{action.device}:{text}",
-                                      _now())
+                                      _now(), ",".join(event.animals))
                 for sink in self.sinks:
                     sink.event(record)
 

@@ -25,7 +25,7 @@ from pydantic import Field
 
 from poseloop.config import Strict
 from poseloop.errors import FrameError, ModelError, ProviderError
-from poseloop.modelspec import INPUT_NAME, OUTPUT_NAMES, ModelSpec, check_io, open_session
+from poseloop.modelspec import INPUT_NAME, ModelSpec, check_io, open_session, output_names
 
 #: Short provider names accepted in configs; full ORT names work too.
 PROVIDERS = {
@@ -116,6 +116,12 @@ class OrtRunner:
             self.session.get_modelmeta().custom_metadata_map, str(self.path)
         )
         check_io(self.session, str(self.path))
+        #: The graph outputs run() returns, in order (scoremap, locref[, paf[, identity]]).
+        self.outputs: tuple[str, ...] = output_names(self.spec)
+        found = tuple(o.name for o in self.session.get_outputs())
+        if found[:len(self.outputs)] != self.outputs:
+            raise ModelError(f"{self.path}: a {'multi' if self.spec.multi_animal else 'single'}"
+                             f"-animal model needs graph outputs {self.outputs}, found {found}")
         self.on_gpu = self.providers[0] in _GPU
         self._device = "cuda" if self.on_gpu else "cpu"
         self._device_id = device_id if self.on_gpu else 0
@@ -125,7 +131,7 @@ class OrtRunner:
         self._input: np.ndarray | None = None  # the array bound as input (kept alive)
         self._pointer = 0
         self._staging: np.ndarray | None = None
-        self._outputs: tuple[np.ndarray, np.ndarray] | None = None
+        self._outputs: tuple[np.ndarray, ...] | None = None
 
     def __repr__(self) -> str:
         return f"OrtRunner({self.path.name}, providers {self.providers})"
@@ -193,8 +199,9 @@ class OrtRunner:
                     f"(axis {axis} is {have}, not {want})"
                 )
 
-    def run(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(scoremap N x K x h x w, locref N x 2K x h x w) of a uint8 (N x) H x W x 3 image.
+    def run(self, image: np.ndarray) -> tuple[np.ndarray, ...]:
+        """(scoremap N x K x h x w, locref N x 2K x h x w[, paf[, identity]]) of a uint8
+        (N x) H x W x 3 image (the outputs ``self.outputs`` names).
 
         On CPU the arrays are the runner's bound buffers: valid until the next call.
         """
@@ -213,12 +220,11 @@ class OrtRunner:
             self._input, self._pointer = x, pointer
         self.session.run_with_iobinding(binding)
         if self.on_gpu:
-            scoremap, locref = binding.copy_outputs_to_cpu()[:2]
-            return scoremap, locref
+            return tuple(binding.copy_outputs_to_cpu()[:len(self.outputs)])
         assert self._outputs is not None
         return self._outputs
 
-    def _rebind(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _rebind(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
         """Bind a new input shape: let ORT allocate the outputs once, then keep them."""
         self._check_dims(x.shape)
         binding = self._binding
@@ -226,16 +232,16 @@ class OrtRunner:
         binding.clear_binding_outputs()
         self._input, self._pointer, self._shape = x, x.ctypes.data, x.shape
         binding.bind_input(INPUT_NAME, "cpu", 0, np.uint8, x.shape, self._pointer)
-        for name in OUTPUT_NAMES:
+        for name in self.outputs:
             binding.bind_output(name, self._device, self._device_id)
         self.session.run_with_iobinding(binding)
-        scoremap, locref = binding.copy_outputs_to_cpu()[:2]
+        arrays = tuple(binding.copy_outputs_to_cpu()[:len(self.outputs)])
         if self.on_gpu:
-            return scoremap, locref
+            return arrays
         binding.clear_binding_outputs()
-        for name, array in zip(OUTPUT_NAMES, (scoremap, locref), strict=True):
+        for name, array in zip(self.outputs, arrays, strict=True):
             binding.bind_output(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
-        self._outputs = (scoremap, locref)
+        self._outputs = arrays
         return self._outputs
 
     def warmup(self, shape: tuple[int, int] | None = None, runs: int = 3) -> None:

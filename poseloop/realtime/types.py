@@ -112,12 +112,17 @@ class Session:
 
 
 class ActionRecord(NamedTuple):
-    """One action a fired rule took: shown, streamed and recorded by the sinks."""
+    """One action a fired rule took: shown, streamed and recorded by the sinks.
+
+    animals: the individuals whose poses made the rule hold, comma-separated (empty for a
+    single-animal model).
+    """
 
     frame: int
     rule: str
     action: str
     t_ns: int
+    animals: str = ""
 
 
 @runtime_checkable

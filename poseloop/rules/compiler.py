@@ -6,6 +6,12 @@ the compiler only walks the rules, collects the errors, and keeps each rule's fi
 A compiled test reads the frame's poses as rows of Python floats, ``[x, y, likelihood]``
 for every individual's bodyparts in turn (one ``tolist`` per frame: Python floats are faster
 to test than numpy scalars); a ``Part`` says which row is a bodypart's.
+
+Animals: every predicate takes ``animal: <name> | any | all``. A predicate without one
+looks at the animal its enclosing predicate binds; at the top of a rule the default is
+``any`` (the whole ``when`` must hold for one animal), so a single-animal model is
+unchanged. ``any``/``all`` compile the predicate once per animal. Whichever animals made a
+rule hold are named in its events.
 """
 
 from __future__ import annotations
@@ -55,14 +61,19 @@ T = TypeVar("T", bound=Tracker)
 
 
 class _Build:
-    """What the compile of one rule set shares: the model's names, errors and trackers."""
+    """What the compile of one rule set shares: the model's names, errors and trackers,
+    and ``hits``: the animals that made the rule being evaluated hold (filled by tests)."""
 
-    def __init__(self, bodyparts: Sequence[str], pcutoff: float) -> None:
+    def __init__(self, bodyparts: Sequence[str], pcutoff: float,
+                 individuals: Sequence[str]) -> None:
         self.bodyparts = list(bodyparts)
         self.index = {name: k for k, name in enumerate(self.bodyparts)}
+        self.individuals = list(individuals)
+        self.animal_index = {name: n for n, name in enumerate(self.individuals)}
         self.pcutoff = pcutoff
         self.errors: list[str] = []
         self.trackers: list[Tracker] = []
+        self.hits: list[int] = []
 
 
 class Context:
@@ -74,18 +85,54 @@ class Context:
     at compile time (an attribute lookup every frame costs time).
     """
 
-    __slots__ = ("path", "_build")
+    __slots__ = ("path", "_build", "animal")
 
-    def __init__(self, path: str, build: _Build) -> None:
+    def __init__(self, path: str, build: _Build, animal: int | None = None) -> None:
         self.path = path
         self._build = build
+        #: The animal this predicate looks at (None: not bound yet, see the module doc).
+        self.animal = animal
+
+    def bind(self, animal: int) -> Context:
+        """The same place in the config, looking at animal ``animal``."""
+        return Context(self.path, self._build, animal)
+
+    @property
+    def individuals(self) -> list[str]:
+        """The model's individuals (one, ``animal``, for a single-animal model)."""
+        return self._build.individuals
+
+    def rows_of(self, animal: int) -> tuple[int, ...]:
+        """The ``PoseRows`` rows of every bodypart of ``animal``."""
+        k = len(self._build.bodyparts)
+        return tuple(range(animal * k, (animal + 1) * k))
+
+    @property
+    def hits(self) -> list[int]:
+        """Append an animal here when a test holds because of it (events name it)."""
+        return self._build.hits
+
+    def animal_of(self, name: str | None, field: str) -> int:
+        """The index of individual ``name`` (given in ``field``); None: the bound animal.
+
+        An unknown name is reported with its path and the model's individuals."""
+        if name is None:
+            return self.animal if self.animal is not None else 0
+        n = self._build.animal_index.get(name)
+        if n is None:
+            self._build.errors.append(
+                f"{self.path}.{field}: {name!r} is not an individual of the model "
+                f"({', '.join(self._build.individuals)}; or any, all)")
+            return 0
+        return n
 
     def min_likelihood(self, value: float | None) -> float:
         """A predicate's ``min_likelihood``: its own, or the model's pcutoff."""
         return self._build.pcutoff if value is None else value
 
-    def part(self, name: str, field: str) -> Part:
-        """The pose index of bodypart ``name`` (given in ``field``) of the first individual.
+    def part(self, name: str, field: str, animal: int | None = None) -> Part:
+        """The pose index of bodypart ``name`` (given in ``field``) of ``animal`` (default:
+        the bound animal).
 
         An unknown name is reported with its path and the model's bodyparts, and compiling
         goes on (every problem is reported at once).
@@ -97,12 +144,12 @@ class Context:
                 f"({', '.join(self._build.bodyparts)})"
             )
             k = 0
-        n = 0  # every predicate looks at the first individual, for now
+        n = self.animal_of(None, field) if animal is None else animal
         return Part(n, k, n * len(self._build.bodyparts) + k)
 
     def child(self, predicate: PredicateConfig, field: str) -> Test:
         """Compile a sub-predicate given in ``field`` (``all[0]``, ``not``, ...)."""
-        return _compile(predicate, Context(f"{self.path}.{field}", self._build))
+        return _compile(predicate, Context(f"{self.path}.{field}", self._build, self.animal))
 
     def track(self, tracker: T) -> T:
         """Have ``tracker`` updated with every pose, before the rules, and reset with them."""
@@ -111,16 +158,64 @@ class Context:
 
 
 def _compile(predicate: PredicateConfig, ctx: Context) -> Test:
-    return PREDICATES[predicate.type].factory(predicate, ctx)
+    """Compile a predicate for the animal(s) it names (module doc: Animals)."""
+    factory = PREDICATES[predicate.type].factory
+    animal = getattr(predicate, "animal", None)
+    if animal is None:
+        if ctx.animal is not None or len(ctx.individuals) == 1:
+            return factory(predicate, ctx.bind(ctx.animal_of(None, "animal")))
+        animal = "any"
+    hits = ctx.hits
+    if animal in ("any", "all"):
+        return _quantified([factory(predicate, ctx.bind(n)) for n in range(len(ctx.individuals))],
+                           animal == "all", hits)
+    n = ctx.animal_of(animal, "animal")
+    test = factory(predicate, ctx.bind(n))
+
+    def named(rows: PoseRows) -> bool | None:
+        result = test(rows)
+        if result is True:
+            hits.append(n)
+        return result
+
+    return named
+
+
+def _quantified(tests: list[Test], every: bool, hits: list[int]) -> Test:
+    """any/all over the animals; every animal's test runs, so each one that holds is named
+    (or the animals its predicates named, when they name some)."""
+    indexed = tuple(enumerate(tests))
+
+    def quantified(rows: PoseRows) -> bool | None:
+        held = unknown = False
+        failed = False
+        for n, test in indexed:
+            before = len(hits)
+            result = test(rows)
+            if result is True:
+                held = True
+                if len(hits) == before:  # named predicates inside name their own animals
+                    hits.append(n)
+            elif result is None:
+                unknown = True
+            else:
+                failed = True
+        if every:
+            return False if failed else (None if unknown else True)
+        return True if held else (None if unknown else False)
+
+    return quantified
 
 
 class Event(NamedTuple):
-    """A rule fired: its name, its actions, and the frame and capture time that fired it."""
+    """A rule fired: its name, its actions, the frame and capture time that fired it, and
+    the animals whose poses made it hold (empty for a single-animal model)."""
 
     rule: str
     actions: tuple[Action, ...]
     frame_index: int
     t_ns: int
+    animals: tuple[str, ...] = ()
 
 
 class _Compiled:
@@ -150,11 +245,14 @@ class RuleSet:
     """
 
     def __init__(self, rules: list[_Compiled], trackers: list[Tracker],
-                 shape: tuple[int, int, int]) -> None:
+                 shape: tuple[int, int, int], individuals: Sequence[str] = ("animal",),
+                 hits: list[int] | None = None) -> None:
         self._rules = rules
         self._trackers = trackers
         self._shape = shape
         self._single = shape[0] == 1
+        self._individuals = tuple(individuals)
+        self._hits = hits if hits is not None else []
 
     @classmethod
     def compile(
@@ -181,7 +279,7 @@ class RuleSet:
         individuals = ("animal",) if individuals is None else tuple(individuals)
         if not individuals or len(set(individuals)) != len(individuals):
             raise ConfigError(f"individuals must be unique and not empty, got {list(individuals)}")
-        build = _Build(bodyparts, pcutoff)
+        build = _Build(bodyparts, pcutoff, individuals)
         compiled = []
         for k, rule in enumerate(config.rules):
             test = _compile(rule.when, Context(f"rules[{k}].when", build))
@@ -194,7 +292,8 @@ class RuleSet:
                     )
         if build.errors:
             raise ConfigError("\n".join(build.errors))
-        return cls(compiled, build.trackers, (len(individuals), len(bodyparts), 3))
+        return cls(compiled, build.trackers, (len(individuals), len(bodyparts), 3),
+                   individuals, build.hits)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -214,7 +313,9 @@ class RuleSet:
         for tracker in self._trackers:
             tracker.update(rows, t_ns)
         events: list[Event] = []
+        hits = self._hits
         for r in self._rules:
+            hits.clear()
             if r.test(rows) is not True:
                 r.run = 0
                 continue
@@ -224,7 +325,9 @@ class RuleSet:
             if r.last_ns is not None and t_ns - r.last_ns < r.refractory_ns:
                 continue
             r.last_ns = t_ns
-            events.append(Event(r.name, r.actions, frame_index, t_ns))
+            animals = () if self._single else tuple(
+                self._individuals[n] for n in sorted(set(hits)))
+            events.append(Event(r.name, r.actions, frame_index, t_ns, animals))
         return events
 
     def reset(self) -> None:

@@ -153,6 +153,11 @@ class PredicateConfig(RuleModel):
     """
 
     type: Any  # each kind narrows it to its Literal name
+    animal: str | None = Field(
+        default=None, min_length=1,
+        description="an individual's name, 'any' or 'all'; None = the animal of the enclosing "
+        "predicate ('any' at the top of a rule)",
+    )
 
 
 #: Predicate kind name -> its config section and its compile function.

@@ -278,7 +278,9 @@ class LslSink:
         if self._markers is None:
             return
         label = json.dumps({"frame": action.frame, "rule": action.rule,
-                            "action": action.action}, ensure_ascii=False)
+                            "action": action.action,
+                            "animals": action.animals.split(",") if action.animals else []},
+                           ensure_ascii=False)
         self._markers.push_sample([label], (action.t_ns + self.offset_ns) / 1e9)
         self.sent["event"] += 1
 

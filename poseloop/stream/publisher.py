@@ -98,7 +98,8 @@ class PosePublisher:
         if now - self._meta_ns >= META_INTERVAL_NS:
             self._send_meta(now)
         self._send("event", encode_event(action.frame, action.rule, action.action,
-                                         clock.from_perf_ns(action.t_ns)))
+                                         clock.from_perf_ns(action.t_ns),
+                                         action.animals.split(",") if action.animals else ()))
 
     @property
     def dropped(self) -> int:

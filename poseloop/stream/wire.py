@@ -151,9 +151,12 @@ class PoseEncoder:
         return frames
 
 
-def encode_event(frame: int, rule: str, action: str, t_ns: int) -> list[bytes]:
-    """Frames of an event message; ``t_ns`` on the wire clock."""
-    header = {"v": VERSION, "frame": int(frame), "rule": rule, "action": action, "t_ns": t_ns}
+def encode_event(frame: int, rule: str, action: str, t_ns: int,
+                 animals: tuple[str, ...] | list[str] = ()) -> list[bytes]:
+    """Frames of an event message; ``t_ns`` on the wire clock; ``animals``: the
+    individuals that made the rule hold (multi-animal models)."""
+    header = {"v": VERSION, "frame": int(frame), "rule": rule, "action": action, "t_ns": t_ns,
+              "animals": list(animals)}
     return [b"event", _json.encode(header).encode()]
 
 

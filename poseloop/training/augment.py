@@ -53,12 +53,27 @@ def _same_case(word: str, like: str) -> str:
 
 
 class Augmenter:
-    """Random training crops of a fixed size with their keypoints moved to match."""
+    """Random training crops of a fixed size with their keypoints moved to match.
 
-    def __init__(self, cfg: AugmentConfig, bodyparts: list[str], seed: int = 0):
+    Keypoints are an image's joints: K bodyparts, or for a multi-animal project
+    ``individuals`` x K bodyparts then the ``unique`` ones. A flip swaps left and right
+    parts within each animal (and among the unique parts), never animals.
+    """
+
+    def __init__(self, cfg: AugmentConfig, bodyparts: list[str], seed: int = 0,
+                 individuals: int = 0, unique: list[str] | None = None):
         self.cfg = cfg
         self.rng = np.random.default_rng(seed)
-        self.flip_perm = flip_permutation(bodyparts, cfg.flip_pairs)
+        k, n = len(bodyparts), max(individuals, 1)
+        perm = flip_permutation(bodyparts, cfg.flip_pairs)
+        blocks = [perm + i * k for i in range(n)]
+        if unique:
+            blocks.append(flip_permutation(unique, "auto") + n * k)
+        self.flip_perm = np.concatenate(blocks)
+        #: The animal each joint belongs to (-1: unique part): crops centre on one animal.
+        self.animal = np.concatenate([np.repeat(np.arange(n), k),
+                                      np.full(len(unique or []), -1)])
+        self.multi = individuals > 0
 
     def matrix(self, shape: tuple[int, int], keypoints: np.ndarray) -> tuple[np.ndarray, bool]:
         """A random 2x3 affine from image to crop coordinates, and whether it mirrors.
@@ -72,7 +87,11 @@ class Augmenter:
         h, w = shape
         scale = cfg.scale * rng.uniform(1 - cfg.scale_range, 1 + cfg.scale_range)
         angle = np.deg2rad(rng.uniform(-cfg.rotation, cfg.rotation))
-        labeled = keypoints[np.isfinite(keypoints).all(axis=1)]
+        finite = np.isfinite(keypoints).all(axis=1)
+        if self.multi and finite.any():  # around one labeled animal, picked at random
+            present = np.unique(self.animal[finite])
+            finite &= self.animal == rng.choice(present)
+        labeled = keypoints[finite]
         if len(labeled) and rng.random() < cfg.crop_on_keypoint:
             lo, hi = labeled.min(axis=0), labeled.max(axis=0)
             view = np.array([cw, ch]) / scale

@@ -194,12 +194,22 @@ def evaluate(run: str | Path, project_path: str | Path | None = None,
     else:
         train_frames = project.subset(info.split.train)
         test_frames = project.subset(info.split.test)
+    out = Path(out) if out else info.path / "evaluation"
+    if info.multi_animal:
+        from poseloop.export.onnx_export import run_spec
+        from poseloop.training.multi_evaluate import evaluate_multi
+
+        result = evaluate_multi(model, info, run_spec(info), project, train_frames,
+                                test_frames, out, plots)
+        result["run"] = str(info.path)
+        result["project"] = str(project.root)
+        (out / "summary.json").write_text(json.dumps(result, indent=1))
+        return result
     train = _run_split(model, info, project, train_frames)
     test = _run_split(model, info, project, test_frames)
     result = summarize(train, test, info.bodyparts, info.pcutoff)
     result["run"] = str(info.path)
     result["project"] = str(project.root)
-    out = Path(out) if out else info.path / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     errors_table({"train": train, "test": test}, info.bodyparts).to_csv(
         out / "errors.csv", index=False
@@ -237,5 +247,10 @@ def format_summary(result: dict) -> str:
     for part, r in result["per_bodypart"].items():
         lines.append(f"{part:12s} {f(r['train_rmse'])} {f(r['test_rmse'])} "
                      f"{f(r['test_rmse_pcutoff'])}")
+    if result.get("multi_animal"):
+        lines.insert(1, "animals matched to labels by mean keypoint distance")
+        lines += [f"{'mAP (OKS)':12s} {f(result['train_map'])} {f(result['test_map'])}",
+                  f"{'found':12s} {f(result['train_found'])} {f(result['test_found'])}"
+                  f"  (fraction of labeled animals matched with OKS >= 0.5)"]
     lines += [f"\n{line}" for line in diagnosis_lines(result)]
     return "\n".join(lines)

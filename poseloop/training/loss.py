@@ -33,3 +33,25 @@ def pose_loss(
     huber = F.huber_loss(locref, target_locref, reduction="none", delta=1.0)
     locref_loss = (huber * mask).sum() / mask.sum().clamp(min=1.0)
     return score_loss + locref_weight * locref_loss, score_loss, locref_loss
+
+
+def paf_loss(paf: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Squared error of the part affinity fields, per labeled edge, summed over the map and
+    divided by the cells on a limb (so thin limbs on a large map still count).
+
+    paf/target: N x 2E x h x w; weights: N x E (0 for edges not labeled in that image).
+    """
+    mask = weights.repeat_interleave(2, dim=1)[:, :, None, None]
+    err = ((paf - target) ** 2 * mask).sum()
+    on_limb = ((target != 0) & (mask > 0)).sum()
+    return err / on_limb.clamp(min=1)
+
+
+def identity_loss(logits: torch.Tensor, owner: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the identity head at cells near a labeled bodypart.
+
+    logits: N x individuals x h x w; owner: N x h x w individual index, -1 = ignored.
+    """
+    if not (owner >= 0).any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits, owner, ignore_index=-1)

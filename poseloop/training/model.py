@@ -2,7 +2,9 @@
 
 ``PoseNet`` takes RGB float images in 0..255 (N x 3 x H x W), normalises them inside the
 network (so export can feed raw camera pixels) and returns scoremap *logits* (N x K x h x w)
-and locref (N x 2K x h x w, interleaved dx, dy per bodypart, in locref_stdev units).
+and locref (N x 2K x h x w, interleaved dx, dy per bodypart, in locref_stdev units); a
+multi-animal network adds part affinity fields (N x 2E x h x w) and, with an identity head,
+identity logits (N x individuals x h x w), in that order.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ class DeconvHead(nn.Module):
     the first ones are shared (256 channels, BN, ReLU) and the last is per output.
     """
 
-    def __init__(self, in_channels: int, num_parts: int, upsamplings: int, mid: int = 256):
+    def __init__(self, in_channels: int, num_parts: int, upsamplings: int, mid: int = 256,
+                 extra: tuple[int, ...] = ()):
         super().__init__()
         layers: list[nn.Module] = []
         ch = in_channels
@@ -39,27 +42,37 @@ class DeconvHead(nn.Module):
             ]
             ch = mid
         self.shared = nn.Sequential(*layers)
-        if upsamplings == 0:
-            self.scoremap = nn.Conv2d(ch, num_parts, 3, padding=1)
-            self.locref = nn.Conv2d(ch, 2 * num_parts, 3, padding=1)
-        else:
-            self.scoremap = nn.ConvTranspose2d(ch, num_parts, 4, stride=2, padding=1)
-            self.locref = nn.ConvTranspose2d(ch, 2 * num_parts, 4, stride=2, padding=1)
-        for conv in (self.scoremap, self.locref):
+
+        def out(channels: int) -> nn.Module:
+            if upsamplings == 0:
+                return nn.Conv2d(ch, channels, 3, padding=1)
+            return nn.ConvTranspose2d(ch, channels, 4, stride=2, padding=1)
+
+        self.scoremap = out(num_parts)
+        self.locref = out(2 * num_parts)
+        #: Multi-animal outputs after scoremap and locref (PAFs, identity), in order.
+        self.extra = nn.ModuleList(out(c) for c in extra)
+        for conv in (self.scoremap, self.locref, *self.extra):
             nn.init.normal_(conv.weight, std=0.001)
+        for conv in self.extra:
+            nn.init.zeros_(conv.bias)
         score_bias, locref_bias = self.scoremap.bias, self.locref.bias
         assert score_bias is not None and locref_bias is not None  # built with bias=True
         # Start scoremaps at a ~1% prior so early training is not swamped by negatives.
         nn.init.constant_(score_bias, -math.log(99.0))
         nn.init.zeros_(locref_bias)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = self.shared(x)
-        return self.scoremap(x), self.locref(x)
+        return (self.scoremap(x), self.locref(x), *(conv(x) for conv in self.extra))
 
 
 class PoseNet(nn.Module):
-    """Backbone + DeepLabCut head; input RGB 0..255 floats, output (logits, locref)."""
+    """Backbone + DeepLabCut head; input RGB 0..255 floats, output (logits, locref, ...).
+
+    paf_edges: part affinity fields to predict (2 channels each; multi-animal models).
+    identities: individuals of an identity head (0 = none).
+    """
 
     # Buffers registered in __init__; declared so their type is known.
     mean: torch.Tensor
@@ -71,6 +84,8 @@ class PoseNet(nn.Module):
         num_parts: int,
         weights: str = "imagenet",
         output_stride: int | None = None,
+        paf_edges: int = 0,
+        identities: int = 0,
     ):
         super().__init__()
         bb = build_backbone(backbone, weights, output_stride)
@@ -78,13 +93,14 @@ class PoseNet(nn.Module):
         self.output_stride = bb.stride
         self.backbone = bb.features
         up = int(round(math.log2(bb.stride / HEAD_STRIDE)))
-        self.head = DeconvHead(bb.channels, num_parts, up)
+        extra = ((2 * paf_edges,) if paf_edges else ()) + ((identities,) if identities else ())
+        self.head = DeconvHead(bb.channels, num_parts, up, extra=extra)
         mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("inv_std", 1.0 / std, persistent=False)
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = (image - self.mean) * self.inv_std
         return self.head(self.backbone(x))
 

@@ -4,7 +4,9 @@ Layout::
 
     RUN/train_config.yaml   the TrainConfig used, the recipe's scale and crop filled in
     RUN/recipe.txt          what the recipe chose and from what
-    RUN/project.json        project root, bodyparts, skeleton, pcutoff, task, scorer
+    RUN/project.json        project root, bodyparts, skeleton, pcutoff, task, scorer; for a
+                            multi-animal project its individuals, unique bodyparts, identity
+                            and the part affinity field edges
     RUN/split.json          the train/test split
     RUN/checkpoints/        ckpt-NNNNNN.pt (model + optimizer + progress), newest kept
     RUN/loss.csv, loss.png  the loss curve
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -43,6 +45,20 @@ class RunInfo:
     skeleton: list[tuple[str, str]]
     pcutoff: float
     split: Split
+    individuals: list[str] = field(default_factory=list)
+    unique_bodyparts: list[str] = field(default_factory=list)
+    paf_edges: list[tuple[str, str]] = field(default_factory=list)
+    identity: bool = False
+
+    @property
+    def multi_animal(self) -> bool:
+        """Whether the run trains a multi-animal network (PAFs, unique parts, identity)."""
+        return bool(self.individuals)
+
+    @property
+    def channels(self) -> int:
+        """Scoremap channels: the animals' bodyparts, then the unique bodyparts."""
+        return len(self.bodyparts) + len(self.unique_bodyparts)
 
     @property
     def spec(self) -> HeatmapSpec:
@@ -58,6 +74,10 @@ class RunInfo:
             "bodyparts": self.bodyparts,
             "skeleton": [list(e) for e in self.skeleton],
             "pcutoff": self.pcutoff,
+            "individuals": self.individuals,
+            "unique_bodyparts": self.unique_bodyparts,
+            "paf_edges": [list(e) for e in self.paf_edges],
+            "identity": self.identity,
         }
 
 
@@ -84,6 +104,10 @@ def read_run(run: str | Path) -> RunInfo:
             skeleton=[(a, b) for a, b in proj["skeleton"]],
             pcutoff=float(proj["pcutoff"]),
             split=Split.load(run / "split.json"),
+            individuals=list(proj.get("individuals", [])),
+            unique_bodyparts=list(proj.get("unique_bodyparts", [])),
+            paf_edges=[(a, b) for a, b in proj.get("paf_edges", [])],
+            identity=bool(proj.get("identity", False)),
         )
     except (ValueError, KeyError, TypeError) as e:
         raise ModelError(f"{run}/project.json: unreadable ({e})") from e
@@ -100,11 +124,14 @@ def load_state(path: Path) -> dict:
     return state
 
 
-def build_model(info: RunInfo) -> PoseNet:
-    """An untrained network of the run's architecture (no pretrained download)."""
+def build_model(info: RunInfo, weights: str = "none") -> PoseNet:
+    """A network of the run's architecture, its backbone from ``weights`` (``none``: random,
+    no download; ``imagenet`` or a file: pretrained, to start training)."""
     cfg = info.config
     return PoseNet(
-        cfg.backbone, len(info.bodyparts), weights="none", output_stride=cfg.output_stride
+        cfg.backbone, info.channels, weights=weights, output_stride=cfg.output_stride,
+        paf_edges=len(info.paf_edges),
+        identities=len(info.individuals) if info.identity else 0,
     )
 
 

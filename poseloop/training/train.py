@@ -29,10 +29,11 @@ from poseloop.project import Project, Split
 from poseloop.training import recipe
 from poseloop.training.augment import Augmenter
 from poseloop.training.curve import Frames, LearningCurve, training_frames
-from poseloop.training.loss import pose_loss
+from poseloop.training.loss import identity_loss, paf_loss, pose_loss
 from poseloop.training.model import HEAD_STRIDE, PoseNet
+from poseloop.training.multi_targets import MultiTargets, paf_graph
 from poseloop.training.recipe import LabelGeometry
-from poseloop.training.run import RunInfo, checkpoints, load_state, read_run
+from poseloop.training.run import RunInfo, build_model, checkpoints, load_state, read_run
 
 KEEP_CHECKPOINTS = 3
 #: The most of a time budget that warm-up may take.
@@ -40,29 +41,35 @@ WARMUP_SHARE = 0.05
 
 
 class BatchMaker:
-    """Augmented batches with their DeepLabCut targets, from images held in memory."""
+    """Augmented batches with their DeepLabCut targets, from images held in memory.
+
+    keypoints: per image its joints (K x 2; multi-animal: every animal's bodyparts, then
+    the unique ones). targets: joints, map size -> the target arrays of one image
+    (``HeatmapSpec.targets``, or :class:`MultiTargets` for multi-animal networks).
+    """
 
     def __init__(
         self, images: list[np.ndarray], keypoints: np.ndarray, augmenter: Augmenter,
-        spec: HeatmapSpec, batch_size: int, seed: int,
+        targets: Callable[[np.ndarray, tuple[int, int]], tuple[np.ndarray, ...]],
+        batch_size: int, seed: int,
     ):
         self.images, self.keypoints = images, keypoints
-        self.augmenter, self.spec, self.batch_size = augmenter, spec, batch_size
+        self.augmenter, self.targets, self.batch_size = augmenter, targets, batch_size
         self.rng = np.random.default_rng(seed + 1)
         cw, ch = augmenter.cfg.crop
         self.map_hw = (ch // HEAD_STRIDE, cw // HEAD_STRIDE)
 
     def __call__(self) -> tuple[torch.Tensor, ...]:
-        """One batch: images N x 3 x H x W, scoremap, locref targets and label weights."""
-        imgs, scores, locrefs, weights = [], [], [], []
+        """One batch: images B x 3 x H x W, then each target stacked (scoremap, locref,
+        label weights[, PAFs, PAF weights[, identity]])."""
+        columns: list[list[np.ndarray]] = []
         for i in self.rng.integers(0, len(self.images), self.batch_size):
             image, kp = self.augmenter(self.images[i], self.keypoints[i])
-            s, lr, w = self.spec.targets(kp, self.map_hw)
-            imgs.append(image.transpose(2, 0, 1))
-            scores.append(s)
-            locrefs.append(lr)
-            weights.append(w)
-        return tuple(torch.from_numpy(np.stack(a)) for a in (imgs, scores, locrefs, weights))
+            row = (image.transpose(2, 0, 1), *self.targets(kp, self.map_hw))
+            columns = columns or [[] for _ in row]
+            for column, a in zip(columns, row, strict=True):
+                column.append(a)
+        return tuple(torch.from_numpy(np.stack(a)) for a in columns)
 
 
 def learning_rate(cfg: TrainConfig, iteration: int, elapsed_s: float) -> float:
@@ -101,13 +108,18 @@ def use_bf16(cfg: TrainConfig) -> bool:
 
 def train_step(model: PoseNet, opt: torch.optim.Optimizer, batch: tuple[torch.Tensor, ...],
                cfg: TrainConfig, bf16: bool) -> tuple[torch.Tensor, ...]:
-    """One optimizer step on a batch, under bf16 autocast if asked; returns the losses."""
-    image, score, locref, weights = batch
+    """One optimizer step on a batch, under bf16 autocast if asked; returns the losses
+    (total, scoremap, locref; the total includes the PAF and identity terms)."""
+    image, score, locref, weights = batch[:4]
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        logits, pred_locref = model(image)
+        outputs = model(image)
     loss, score_loss, locref_loss = pose_loss(
-        logits.float(), pred_locref.float(), score, locref, weights, cfg.locref_weight
+        outputs[0].float(), outputs[1].float(), score, locref, weights, cfg.locref_weight
     )
+    if len(batch) > 4:  # multi-animal: part affinity fields, then identity
+        loss = loss + cfg.paf_weight * paf_loss(outputs[2].float(), batch[4], batch[5])
+    if len(batch) > 6:
+        loss = loss + cfg.identity_weight * identity_loss(outputs[3].float(), batch[6])
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()
@@ -154,9 +166,12 @@ def prepare_run(project: Project, cfg: TrainConfig, out: Path,
     if checkpoints(out) or (out / "model.pt").exists():
         raise ConfigError(f"{out}: already holds a training run; use --resume or another --out")
     split = project.split(cfg.seed, cfg.training_fraction)
-    images, keypoints = data or _training_data(project, split)
+    images, joints = data or _training_data(project, split)
+    sizes = [im.shape[1::-1] for im in images]
+    animals = _animals(project, joints)  # one row per labeled animal: the recipe's unit
+    per_animal = len(animals) // max(len(images), 1)
     chosen = recipe.choose(
-        cfg, LabelGeometry.measure(keypoints, [im.shape[1::-1] for im in images])
+        cfg, LabelGeometry.measure(animals, [s for s in sizes for _ in range(per_animal)])
     )
     cfg = recipe.resolve(cfg, chosen)
     out.mkdir(parents=True, exist_ok=True)
@@ -164,6 +179,10 @@ def prepare_run(project: Project, cfg: TrainConfig, out: Path,
         path=out, config=cfg, project_root=project.root, task=project.task,
         scorer=project.scorer, bodyparts=project.bodyparts, skeleton=project.skeleton,
         pcutoff=project.pcutoff, split=split,
+        individuals=list(project.individuals), unique_bodyparts=list(project.unique_bodyparts),
+        paf_edges=paf_graph(project.bodyparts, project.skeleton, animals)
+        if project.multi_animal else [],
+        identity=project.identity,
     )
     dump_yaml(cfg, out / "train_config.yaml")
     (out / "project.json").write_text(json.dumps(info.project_json(), indent=1))
@@ -190,9 +209,28 @@ def _save_checkpoint(info: RunInfo, model: PoseNet, opt: torch.optim.Optimizer,
 
 
 def _training_data(project: Project, split: Split) -> tuple[list[np.ndarray], np.ndarray]:
-    """The split's training images (RGB) and their N x K x 2 labels."""
+    """The split's training images (RGB) and their labels, frames x J x 2 joints (J = K, or
+    every animal's K bodyparts then the unique ones)."""
     frames = project.subset(split.train)
-    return [project.load_image(f) for f in frames], np.stack([f.keypoints for f in frames])
+    return [project.load_image(f) for f in frames], np.stack([f.joints for f in frames])
+
+
+def _animals(project: Project, joints: np.ndarray) -> np.ndarray:
+    """The labels as one K x 2 row per animal (frames x N, each frame's animals in turn)."""
+    n, k = max(len(project.individuals), 1), len(project.bodyparts)
+    return joints[:, : n * k].reshape(-1, k, 2)
+
+
+def target_maker(info: RunInfo) -> Callable[[np.ndarray, tuple[int, int]], tuple]:
+    """The targets of the run's network for one image's joints."""
+    if not info.multi_animal:
+        return info.spec.targets
+    index = {p: i for i, p in enumerate(info.bodyparts)}
+    return MultiTargets(
+        info.spec, len(info.individuals), len(info.bodyparts), len(info.unique_bodyparts),
+        tuple((index[a], index[b]) for a, b in info.paf_edges), info.config.paf_width,
+        info.identity,
+    )
 
 
 def _test_frames(project: Project, info: RunInfo) -> Frames:
@@ -217,12 +255,15 @@ def train(project: Project, cfg: TrainConfig, out: Path, resume: bool = False,
         log((out / "recipe.txt").read_text().strip())
     torch.set_num_threads(threads(cfg))
     torch.manual_seed(cfg.seed)
-    augmenter = Augmenter(cfg.augment, info.bodyparts, seed=cfg.seed)
-    maker = BatchMaker(images, keypoints, augmenter, info.spec, cfg.batch_size, cfg.seed)
+    augmenter = Augmenter(cfg.augment, info.bodyparts, seed=cfg.seed,
+                          individuals=len(info.individuals), unique=info.unique_bodyparts)
+    maker = BatchMaker(images, keypoints, augmenter, target_maker(info), cfg.batch_size,
+                       cfg.seed)
     curve = LearningCurve(info, training_frames(images, keypoints), _test_frames(project, info),
-                          cfg.curve_points) if cfg.curve_points else None
+                          cfg.curve_points) if cfg.curve_points and not info.multi_animal \
+        else None
 
-    model = PoseNet(cfg.backbone, len(info.bodyparts), cfg.weights, cfg.output_stride)
+    model = build_model(info, cfg.weights)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     bf16 = use_bf16(cfg)
     start, spent = 0, 0.0

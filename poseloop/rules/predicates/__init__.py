@@ -9,7 +9,8 @@ built-in kind is one new module here plus its name in ``BUILTIN``.
 from importlib import import_module
 
 #: The modules of the built-in kinds, in the order error messages list the kinds.
-BUILTIN = ("zone", "distance", "angle", "speed", "likelihood", "logic")
+BUILTIN = ("zone", "distance", "angle", "speed", "likelihood", "logic", "pair_distance",
+           "near")
 
 for _module in BUILTIN:
     import_module(f"{__name__}.{_module}")
