@@ -410,3 +410,23 @@ def test_single_animal_rules_unchanged() -> None:
     rules = _rules([{"name": "r", "when": ZONE, "actions": ACTION}], ("animal",))
     events = rules.evaluate(_poses((5, 5, 50, 50)), 0, 0)
     assert [(e.rule, e.animals) for e in events] == [("r", ())]
+
+
+# ------------------------------------------------------------------- augmentation
+def test_flip_swaps_left_right_within_each_animal() -> None:
+    from poseloop.config import AugmentConfig
+    from poseloop.training.augment import Augmenter
+
+    cfg = AugmentConfig(crop_size=(64, 64), global_scale=1.0, hflip=True, rotation=0,
+                        scale_range=0, flip_pairs=[("wingL", "wingR")])
+    aug = Augmenter(cfg, ["head", "wingL", "wingR"], seed=0, individuals=2, unique=["lamp"])
+    np.testing.assert_array_equal(aug.flip_perm, [0, 2, 1, 3, 5, 4, 6])
+    np.testing.assert_array_equal(aug.animal, [0, 0, 0, 1, 1, 1, -1])
+
+
+def test_identity_targets_name_the_nearest_animal() -> None:
+    targets = MultiTargets(HeatmapSpec.for_stride(8), 2, 2, 0, ((0, 1),), identity=True)
+    joints = np.array([[20, 20], [40, 20], [100, 60], [120, 60]], np.float32)
+    owner = targets(joints, (10, 20))[5]
+    assert owner.shape == (10, 20)
+    assert owner[2, 2] == 0 and owner[7, 13] == 1 and owner[9, 0] == -1

@@ -26,24 +26,36 @@ class DisplayConfig(Strict):
     window: str = Field(default="poseloop", min_length=1, description="window title")
 
 
+#: BGR colours of a multi-animal model's individuals (skeleton and name), in turn.
+ANIMAL_COLORS = ((180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214),
+                 (189, 103, 148), (75, 86, 140), (194, 119, 227), (34, 189, 188))
+
+
 def draw_pose(image: np.ndarray, points: np.ndarray, session: Session) -> np.ndarray:
     """Draw every individual's skeleton and bodyparts (filled when likelihood >= pcutoff)
-    onto ``image``; points N x K x 3 (or K x 3)."""
+    onto ``image``; points N x K x 3 (or K x 3). A multi-animal session draws each animal's
+    skeleton in its own colour with its name beside it."""
     index = {name: i for i, name in enumerate(session.bodyparts)}
     colors = cv2.applyColorMap(
         np.linspace(0, 255, max(len(index), 2)).astype(np.uint8)[:, None], cv2.COLORMAP_JET
     )[:, 0].tolist()
     cutoff = session.pcutoff
-    for pose in points.reshape(-1, len(index), points.shape[-1]):
+    for n, pose in enumerate(points.reshape(-1, len(index), points.shape[-1])):
+        line = ANIMAL_COLORS[n % len(ANIMAL_COLORS)] if session.multi_animal else (200, 200, 200)
         for a, b in session.skeleton:
             pa, pb = pose[index[a]], pose[index[b]]
             if min(pa[2], pb[2]) >= cutoff:
                 cv2.line(image, (int(pa[0]), int(pa[1])), (int(pb[0]), int(pb[1])),
-                         (200, 200, 200), 1, cv2.LINE_AA)
+                         line, 1, cv2.LINE_AA)
         for i, (x, y, p) in enumerate(pose):
             if np.isfinite(x) and np.isfinite(y):
                 cv2.circle(image, (int(x), int(y)), 4, colors[i], -1 if p >= cutoff else 1,
                            cv2.LINE_AA)
+        confident = pose[pose[:, 2] >= cutoff]
+        if session.multi_animal and len(confident) and n < len(session.individuals):
+            x, y = confident[:, 0].min(), confident[:, 1].min()
+            cv2.putText(image, session.individuals[n], (int(x), max(int(y) - 6, 10)),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.4, line, 1, cv2.LINE_AA)
     return image
 
 

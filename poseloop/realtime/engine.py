@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,7 @@ class RunStats:
     seconds: float = 0.0
     stopped_by: str = ""
     errors: list[str] = field(default_factory=list)
+    tracks: dict[str, int] = field(default_factory=dict)  # multi-animal: new, lost, refound
 
     @property
     def fps(self) -> float:
@@ -225,6 +226,9 @@ class Engine:
             if fatal and f"{sink.name}: {fatal}" not in self.stats.errors:
                 self.stats.errors.append(f"{sink.name}: {fatal}")
         self._count_drops()
+        counts = getattr(self.tracker, "counts", None)
+        if counts is not None:
+            self.stats.tracks = asdict(counts)
 
     def __enter__(self) -> Engine:
         try:
