@@ -119,8 +119,8 @@ def test_identity_head_end_to_end(tmp_path: Path) -> None:
     import yaml
 
     from poseloop.export.pipeline import ExportOptions, export_run
-    from poseloop.realtime.runner import OrtRunner
     from poseloop.realtime.multi_decoder import MultiAnimalDecoder
+    from poseloop.realtime.runner import OrtRunner
     from poseloop.training.train import train
 
     root = tmp_path / "flies"

@@ -25,7 +25,8 @@ def frame_poses(session, spec: ModelSpec, frames: Sequence[np.ndarray]) -> np.nd
     poses = []
     for frame in frames:
         image, sx, sy = resize_for_inference(frame, spec.input_scale)
-        poses.append(FrameTransform(sx=sx, sy=sy).to_full(spec.decode(*ort_maps(session, image, spec)[:2])))
+        scoremap, locref = ort_maps(session, image, spec)[:2]
+        poses.append(FrameTransform(sx=sx, sy=sy).to_full(spec.decode(scoremap, locref)))
     return np.stack(poses)
 
 

@@ -172,7 +172,7 @@ def assemble(
         scores[a] = total if parts >= min_parts else -1.0 - total  # fragments rank below
     # the N strongest animals with min_parts, strongest first
     written = 0
-    for r in range(n_out):
+    for _ in range(n_out):
         best_a = -1
         best_s = -0.5
         for a in range(n_animals):  # the strongest animal not taken yet (first on ties)

@@ -78,8 +78,8 @@ class AnimalTracker:
     def update(self, points: np.ndarray, ids: np.ndarray, t_ns: int) -> None:
         """Reorder ``points`` (N x K x 3, the decoder's rows) so row n is track n; fill ids."""
         n = self.n
-        seen = points[:, :, 2] >= self.match_likelihood  # N x K, False for NaN
-        present = seen.any(axis=1)
+        seen = np.asarray(points[:, :, 2] >= self.match_likelihood, bool)  # N x K; NaN: False
+        present = np.asarray(seen.any(axis=1), bool)
         predicted = self.predict(t_ns)
         cost = self._cost
         for d in range(n):

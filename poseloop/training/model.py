@@ -20,6 +20,9 @@ from poseloop.training.backbones import build_backbone
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 HEAD_STRIDE = 8
+#: Input channels of the multi-animal heads (PAF, identity) at most: wider features first
+#: go through a 1x1 convolution to this many.
+EXTRA_BOTTLENECK = 128
 
 
 class DeconvHead(nn.Module):
@@ -43,18 +46,28 @@ class DeconvHead(nn.Module):
             ch = mid
         self.shared = nn.Sequential(*layers)
 
-        def out(channels: int) -> nn.Module:
+        def out(channels: int, source: int = ch) -> nn.Conv2d | nn.ConvTranspose2d:
             if upsamplings == 0:
-                return nn.Conv2d(ch, channels, 3, padding=1)
-            return nn.ConvTranspose2d(ch, channels, 4, stride=2, padding=1)
+                return nn.Conv2d(source, channels, 3, padding=1)
+            return nn.ConvTranspose2d(source, channels, 4, stride=2, padding=1)
 
         self.scoremap = out(num_parts)
         self.locref = out(2 * num_parts)
+        # Multi-animal outputs (PAFs, identity) read the features through a 1x1 bottleneck
+        # when they are wide (MobileNetV2's 1280, ResNet-50's 2048 channels): a transposed
+        # convolution's cost grows with its input channels, and a 46-channel PAF head
+        # straight from 1280 channels costs a third of MobileNetV2's whole backbone.
+        narrow = ch if ch <= EXTRA_BOTTLENECK else EXTRA_BOTTLENECK
+        self.bottleneck = nn.Sequential(
+            nn.Conv2d(ch, narrow, 1, bias=False), nn.BatchNorm2d(narrow), nn.ReLU(inplace=True)
+        ) if extra and narrow < ch else nn.Identity()
+        extras = [out(c, narrow) for c in extra]
         #: Multi-animal outputs after scoremap and locref (PAFs, identity), in order.
-        self.extra = nn.ModuleList(out(c) for c in extra)
-        for conv in (self.scoremap, self.locref, *self.extra):
+        self.extra = nn.ModuleList(extras)
+        for conv in (self.scoremap, self.locref, *extras):
             nn.init.normal_(conv.weight, std=0.001)
-        for conv in self.extra:
+        for conv in extras:
+            assert conv.bias is not None  # built with bias=True
             nn.init.zeros_(conv.bias)
         score_bias, locref_bias = self.scoremap.bias, self.locref.bias
         assert score_bias is not None and locref_bias is not None  # built with bias=True
@@ -64,7 +77,10 @@ class DeconvHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = self.shared(x)
-        return (self.scoremap(x), self.locref(x), *(conv(x) for conv in self.extra))
+        if not self.extra:
+            return self.scoremap(x), self.locref(x)
+        narrow = self.bottleneck(x)
+        return (self.scoremap(x), self.locref(x), *(conv(narrow) for conv in self.extra))
 
 
 class PoseNet(nn.Module):

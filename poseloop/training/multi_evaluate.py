@@ -108,7 +108,8 @@ def mean_average_precision(preds: list[np.ndarray], labels: list[np.ndarray]) ->
         precision = np.maximum.accumulate(precision[::-1])[::-1] if len(scored) else precision
         points = np.linspace(0, 1, 101)
         at = np.searchsorted(recall, points, side="left")
-        aps.append(float(np.mean([precision[i] if i < len(precision) else 0.0 for i in at])))
+        padded = np.append(np.asarray(precision, np.float64), 0.0)  # beyond the last recall
+        aps.append(float(padded[np.minimum(at, len(padded) - 1)].mean()))
     return float(np.mean(aps))
 
 
@@ -127,7 +128,7 @@ def _split(model: PoseNet, decoder: MultiAnimalDecoder, info: RunInfo, project: 
         for g, p in enumerate(order):
             if p >= 0:
                 rows[g] = pred[p]
-        labeled = np.isfinite(f.keypoints).all(-1).any(-1)
+        labeled = np.asarray(np.isfinite(f.keypoints).all(-1).any(-1), bool)
         found += [bool(order[g] >= 0 and oks(rows[g], f.keypoints[g]) >= FOUND_OKS)
                   for g in range(len(order)) if labeled[g]]
         raw.append(pred)

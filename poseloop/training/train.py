@@ -24,7 +24,6 @@ from tqdm import tqdm
 
 from poseloop.config import TrainConfig, dump_yaml
 from poseloop.errors import ConfigError
-from poseloop.heatmap import HeatmapSpec
 from poseloop.project import Project, Split
 from poseloop.training import recipe
 from poseloop.training.augment import Augmenter
