@@ -28,7 +28,7 @@ def flies_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("flies") / "run"
     cfg = TrainConfig(backbone="mobilenet_v2_0.35", weights="none", iterations=3, batch_size=2,
-                      curve_points=0, warmup_iterations=0)
+                      curve_points=1, warmup_iterations=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         train(read_project(TWOFLIES), cfg, out, progress=False)
@@ -50,6 +50,9 @@ def test_run_folder_and_evaluation(flies_run: Path) -> None:
     info = read_run(flies_run)
     assert info.multi_animal and info.individuals == ["fly1", "fly2"]
     assert len(info.paf_edges) == 23  # the skeleton is a tree over the 24 parts
+    curve = pd.read_csv(flies_run / "curve.csv")  # matched RMSE while training
+    assert len(curve) == 1 and curve["test_rmse"].notna().all()
+    assert (flies_run / "learning_curve.png").is_file()
     result = evaluate(flies_run, plots=2)
     for key in ("train_rmse", "test_rmse", "test_map", "test_found"):
         assert key in result

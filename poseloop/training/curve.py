@@ -24,15 +24,21 @@ CURVE_TRAIN_FRAMES = 20
 
 @dataclass
 class Frames:
-    """Images held in memory with their labels (N x K x 2)."""
+    """Images held in memory with their labels (frames x K x 2; multi-animal: frames x N x
+    K x 2)."""
 
     images: list[np.ndarray]
     labels: np.ndarray
 
     def rmse(self, model: PoseNet, info: RunInfo) -> float | None:
-        """Mean pixel error of the model over these frames' labeled points."""
+        """Mean pixel error of the model over these frames' labeled points (multi-animal:
+        over the labeled animals matched to predicted ones, as evaluation does)."""
         if not self.images:
             return None
+        if info.multi_animal:
+            from poseloop.training.multi_evaluate import matched_rmse
+
+            return matched_rmse(model, info, self.images, self.labels)
         poses = np.stack([predict(model, info.spec, im, info.config.augment.scale)
                           for im in self.images])
         return SplitErrors([], self.labels, poses).rmse()

@@ -144,6 +144,23 @@ def _split(model: PoseNet, decoder: MultiAnimalDecoder, info: RunInfo, project: 
     }
 
 
+def matched_rmse(model: PoseNet, info: RunInfo, images: list[np.ndarray],
+                 labels: np.ndarray) -> float | None:
+    """The matched RMSE of RGB images with labels (frames x N x K x 2): the learning curve's."""
+    from poseloop.export.onnx_export import run_spec
+
+    decoder = MultiAnimalDecoder(run_spec(info))
+    matched = []
+    for image, label in zip(images, labels, strict=True):
+        pred = predict_animals(model, decoder, image, info.config.augment.scale)
+        rows = np.full(pred.shape, np.nan, np.float32)
+        for g, r in enumerate(match(pred, label)):
+            if r >= 0:
+                rows[g] = pred[r]
+        matched.append(rows)
+    return _rmse({"poses": np.stack(matched), "labels": labels})
+
+
 def _rmse(split: dict, pcutoff: float | None = None, part: int | None = None) -> float | None:
     err = np.sqrt(((split["poses"][..., :2] - split["labels"]) ** 2).sum(-1))
     if pcutoff is not None:

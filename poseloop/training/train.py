@@ -258,9 +258,10 @@ def train(project: Project, cfg: TrainConfig, out: Path, resume: bool = False,
                           individuals=len(info.individuals), unique=info.unique_bodyparts)
     maker = BatchMaker(images, keypoints, augmenter, target_maker(info), cfg.batch_size,
                        cfg.seed)
-    curve = LearningCurve(info, training_frames(images, keypoints), _test_frames(project, info),
-                          cfg.curve_points) if cfg.curve_points and not info.multi_animal \
-        else None
+    labels = _animals(project, keypoints).reshape(len(images), -1, len(info.bodyparts), 2) \
+        if info.multi_animal else keypoints
+    curve = LearningCurve(info, training_frames(images, labels), _test_frames(project, info),
+                          cfg.curve_points) if cfg.curve_points else None
 
     model = build_model(info, cfg.weights)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
