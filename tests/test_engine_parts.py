@@ -166,8 +166,8 @@ def _engine(frames: int = 10, **parts: object) -> Engine:
 def test_engine_runs_fake_stages_end_to_end() -> None:
     rules = RuleSet.compile([{
         "name": "right", "mode": "level",
-        "when": {"type": "zone", "part": "snout", "rect": {"x1": 5, "y1": 0, "x2": 100,
-                                                           "y2": 100}},
+        "when": {"animal": "a", "type": "zone", "part": "snout",
+                 "rect": {"x1": 5, "y1": 0, "x2": 100, "y2": 100}},
         "actions": [{"device": "stim", "command": "PULSE 1 5"}],
     }], BODYPARTS, 0.5, devices={"stim"}, individuals=SESSION.individuals)
     live, late = ListSink("live", False), ListSink("late", True)

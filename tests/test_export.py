@@ -114,7 +114,7 @@ def test_dynamic_height_width_and_batch(exported, tiny_run: Path) -> None:
     assert parity.sizes == sorted(SIZES)
     # A batch of two frames gives the same maps as one at a time.
     scoremap, locref = session.run(None, {"image": np.stack([frames[1], frames[1]])})
-    one_s, one_l = ort_maps(session, frames[1])
+    one_s, one_l = ort_maps(session, frames[1], exported.spec)
     np.testing.assert_allclose(scoremap[1], one_s, atol=1e-5)
     np.testing.assert_allclose(locref[0], one_l, atol=1e-5)
 
@@ -255,8 +255,8 @@ def test_int8_model_works_and_follows_fp32(exported, tiny_run: Path) -> None:
     _, info = load_model(tiny_run)
     project = read_project(info.project_root)
     frame = load_bgr(project, project.frames[5])[::2, ::2].copy()
-    a = ort_maps(open_session(exported.path), frame)
-    b = ort_maps(open_session(exported.int8_path), frame)
+    a = ort_maps(open_session(exported.path), frame, exported.spec)
+    b = ort_maps(open_session(exported.int8_path), frame, exported.spec)
     for fp32, int8 in zip(a, b, strict=True):
         assert fp32.shape == int8.shape and np.isfinite(int8).all()
         assert np.corrcoef(fp32.ravel(), int8.ravel())[0, 1] > 0.3
@@ -289,8 +289,8 @@ def test_fp16_model_runs_on_cpu(exported) -> None:
     assert ModelSpec.read(exported.fp16_path).precision == "fp16"
     assert exported.fp16_parity.frames == 4
     frame = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
-    a = ort_maps(open_session(exported.path), frame)
-    b = ort_maps(open_session(exported.fp16_path), frame)
+    a = ort_maps(open_session(exported.path), frame, exported.spec)
+    b = ort_maps(open_session(exported.fp16_path), frame, exported.spec)
     for fp32, fp16 in zip(a, b, strict=True):
         assert fp16.dtype == np.float32 and fp16.shape == fp32.shape
         assert np.corrcoef(fp32.ravel(), fp16.ravel())[0, 1] > 0.95
@@ -318,7 +318,7 @@ def test_dlc3_import_matches_dlclive_reference(name: str, exporter: str, tmp_pat
     assert spec.bodyparts == ["snout", "leftear", "rightear", "tailbase"]
 
     session = open_session(result.path)
-    poses = np.stack([spec.decode(*ort_maps(session, f)) for f in video_frames(VIDEO, 10)])
+    poses = np.stack([spec.decode(*ort_maps(session, f, spec)) for f in video_frames(VIDEO, 10)])
     reference = np.load(ref_path)
     np.testing.assert_allclose(poses[..., :2], reference[..., :2], rtol=0, atol=0.1)
     np.testing.assert_allclose(poses[..., 2], reference[..., 2], rtol=0, atol=1e-3)

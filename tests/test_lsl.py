@@ -184,7 +184,7 @@ def test_an_inlet_in_another_process_receives_every_sample(tmp_path: Path) -> No
     assert slowest < 0.05, slowest
     markers = got["poseloop-test_markers"]
     assert [json.loads(s[0]) for s in markers.samples] == [
-        {"frame": e.frame, "rule": e.rule, "action": e.action} for e in events]
+        {"frame": e.frame, "rule": e.rule, "action": e.action, "animals": []} for e in events]
     assert np.array_equal(markers.timestamps, [(e.t_ns + sink.offset_ns) / 1e9 for e in events])
     assert sink.sent["event"] == len(events) and sink.dropped == 0 and sink.fatal is None
 

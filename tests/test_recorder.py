@@ -143,7 +143,7 @@ def test_single_animal_files_are_what_pandas_wrote_before(tmp_path: Path) -> Non
                          index=np.arange(0, 600, 2), columns=columns)
     expected = poses.to_csv(lineterminator="\n")
     assert recorder.paths["poses_csv"].read_text() == expected
-    events = pd.DataFrame(actions, columns=["frame", "rule", "action", "t_ns"])
+    events = pd.DataFrame(actions, columns=["frame", "rule", "action", "t_ns", "animals"])
     assert recorder.paths["events_csv"].read_text() == events.to_csv(index=False,
                                                                       lineterminator="\n")
     timing = pd.read_csv(recorder.paths["timing_csv"])
@@ -492,7 +492,7 @@ def test_events_are_recorded(tmp_path: Path) -> None:
     recorder.event(ActionRecord(4, "nose_in_zone", "laser:OFF 3", 456))
     recorder.close()
     events = pd.read_csv(recorder.paths["events_csv"])
-    assert events.columns.tolist() == ["frame", "rule", "action", "t_ns"]
+    assert events.columns.tolist() == ["frame", "rule", "action", "t_ns", "animals"]
     assert events["frame"].tolist() == [0, 4] and events["t_ns"].tolist() == [123, 456]
     assert events["action"].tolist() == ["laser:ON 3", "laser:OFF 3"]
 

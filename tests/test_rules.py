@@ -300,11 +300,14 @@ def test_evaluate_leaves_the_pose_alone_and_checks_its_shape() -> None:
         compile_one(RECT).evaluate(IN[0], 0, 0)  # a K x 3 pose of the old data model
 
 
-def test_predicates_look_at_the_first_individual() -> None:
-    rules = RuleSet.compile([{"name": "r", "when": RECT, "mode": "level"}], BP, 0.6,
-                            individuals=["mouse1", "mouse2"])
-    assert rules.evaluate(np.concatenate([IN, OUT]), 0, 0) != []
-    assert rules.evaluate(np.concatenate([OUT, IN]), 0, 1) == []
+def test_predicates_look_at_any_individual_by_default() -> None:
+    rules = RuleSet.compile([{"name": "r", "when": RECT, "mode": "level"},
+                             {"name": "first", "when": {**RECT, "animal": "mouse1"},
+                              "mode": "level"}], BP, 0.6, individuals=["mouse1", "mouse2"])
+    assert [(e.rule, e.animals) for e in rules.evaluate(np.concatenate([IN, OUT]), 0, 0)] \
+        == [("r", ("mouse1",)), ("first", ("mouse1",))]
+    assert [(e.rule, e.animals) for e in rules.evaluate(np.concatenate([OUT, IN]), 0, 1)] \
+        == [("r", ("mouse2",))]
     with pytest.raises(ValueError, match=r"N x K x 3 = 2 x 4 x 3 .*got 1 x 4 x 3"):
         rules.evaluate(IN, 0, 2)
     with pytest.raises(ConfigError, match=r"individuals must be unique and not empty"):
@@ -431,13 +434,15 @@ def test_other_rule_set_errors() -> None:
 
 def test_predicate_kinds_are_listed_from_the_registry() -> None:
     assert KINDS.names() == ("zone", "distance", "angle", "speed", "likelihood", "all", "any",
-                             "not")
+                             "not", "pair_distance", "near")
     message = reject([{"name": "r", "when": {"type": "speeed", "part": "snout"}}], "speeed")
     assert message == ("rules[0].when: unknown predicate type 'speeed' "
-                       "(expected one of zone, distance, angle, speed, likelihood, all, any, not)")
+                       "(expected one of zone, distance, angle, speed, likelihood, all, any, not, "
+                       "pair_distance, near)")
     message = reject([{"name": "r", "when": {"part": "snout"}}], "not a predicate")
     assert message == ("rules[0].when: not a predicate: give type "
-                       "(zone, distance, angle, speed, likelihood) or one key: all, any or not")
+                       "(zone, distance, angle, speed, likelihood, pair_distance, near) or one "
+                       "key: all, any or not")
 
 
 def test_rules_built_in_python_take_predicate_objects() -> None:
@@ -511,7 +516,8 @@ def test_a_registered_kind_reports_errors_like_the_built_in_ones(lower: None) ->
     reject([{"name": "r", "when": {"not": {"type": "lower", "part": "snout"}}}],
            r"^rules\[0\]\.when\.not\.y: Field required$")
     reject([{"name": "r", "when": {"type": "speeed"}}],
-           r"\(expected one of zone, distance, angle, speed, likelihood, all, any, not, lower\)")
+           r"\(expected one of zone, distance, angle, speed, likelihood, all, any, not, "
+           r"pair_distance, near, lower\)")
     with pytest.raises(ValueError, match="registered twice"):
         register_predicate(Lower)(lambda config, ctx: compile_lower(config, ctx))
 

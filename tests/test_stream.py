@@ -206,7 +206,8 @@ def test_second_language_check_plain_zmq_json_numpy() -> None:
     assert h["latency_ns"]["infer"] == 3_000_000
     event = json.loads(received[b"event"][1])
     assert 0 <= event.pop("t_ns") - h["t_publish_ns"] < 10**9
-    assert event == {"v": 2, "frame": 7, "rule": "in_zone", "action": "stim:ON 3"}
+    assert event == {"v": 2, "frame": 7, "rule": "in_zone", "action": "stim:ON 3",
+                     "animals": []}
     _, header = received[b"meta"]
     assert json.loads(header) == {
         "v": 2,
