@@ -185,6 +185,41 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new(args: argparse.Namespace) -> int:
+    from poseloop.labeling.new_project import new_project
+
+    root = new_project(args.task, args.videos, args.bodyparts, args.individuals or (),
+                       scorer=args.scorer, out=args.out, copy_videos=args.copy_videos,
+                       unique_bodyparts=args.unique_bodyparts or (), identity=args.identity)
+    print(f"project written: {root}\nnext: poseloop extract-frames {root}")
+    return 0
+
+
+def cmd_extract_frames(args: argparse.Namespace) -> int:
+    from poseloop.labeling.extract_frames import extract_frames
+
+    written = extract_frames(args.project, args.mode, args.n, args.seed)
+    print(f"{len(written)} new frames to label")
+    return 0
+
+
+def cmd_labeled_video(args: argparse.Namespace) -> int:
+    from poseloop.visualize.labeled_video import labeled_video
+    from poseloop.visualize.plots import plot_poses
+    from poseloop.visualize.pose_table import read_pose_table
+
+    skeleton = [tuple(edge.split("-", 1)) for edge in args.skeleton or []]
+    if any(len(e) != 2 for e in skeleton):
+        raise PoseloopError("--skeleton: give edges as PART-PART")
+    out = labeled_video(args.poses, args.video, args.out, args.pcutoff,
+                        [(a, b) for a, b in skeleton], args.trail)
+    if args.plots:
+        folder = out.with_name(f"{Path(args.video).stem}_plots")
+        plots = plot_poses(read_pose_table(args.poses), folder, args.pcutoff)
+        print(f"plots: {', '.join(str(p) for p in plots)}")
+    return 0
+
+
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from poseloop.realtime.benchmark import bench_size, format_table
     from poseloop.realtime.runner import RunnerConfig
@@ -315,6 +350,37 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--out", help="output folder (default: beside each video)")
     a.add_argument("--max-frames", type=int, help="analyze only the first N frames")
     a.set_defaults(func=cmd_analyze)
+
+    nw = sub.add_parser("new", help="create a DeepLabCut project (no DeepLabCut needed)")
+    nw.add_argument("task", help="project name")
+    nw.add_argument("--videos", nargs="+", required=True, help="videos to label frames from")
+    nw.add_argument("--bodyparts", nargs="+", required=True)
+    nw.add_argument("--individuals", nargs="+", help="animal names: a multi-animal project")
+    nw.add_argument("--unique-bodyparts", nargs="+", help="multi-animal: points once a frame")
+    nw.add_argument("--identity", action="store_true",
+                    help="multi-animal: the animals can be told apart by their looks")
+    nw.add_argument("--scorer", default="poseloop", help="labeler name (default poseloop)")
+    nw.add_argument("--out", default=".", help="folder to create the project in")
+    nw.add_argument("--copy-videos", action="store_true", help="copy instead of linking")
+    nw.set_defaults(func=cmd_new)
+
+    ef = sub.add_parser("extract-frames", help="pick frames to label from a project's videos")
+    ef.add_argument("project", help="DeepLabCut project folder")
+    ef.add_argument("--mode", choices=["kmeans", "uniform"], default="kmeans")
+    ef.add_argument("--n", type=int, help="frames per video (default: numframes2pick)")
+    ef.add_argument("--seed", type=int, default=0)
+    ef.set_defaults(func=cmd_extract_frames)
+
+    lv = sub.add_parser("labeled-video", help="draw poses on their video (+ trajectory plots)")
+    lv.add_argument("poses", help="pose table .h5/.csv from analyze or a live recording")
+    lv.add_argument("video", help="the video the poses are of")
+    lv.add_argument("--out", help="video to write (default VIDEO_labeled.mp4)")
+    lv.add_argument("--pcutoff", type=float, default=0.6, help="below it, points are hollow")
+    lv.add_argument("--skeleton", nargs="+", help="edges to draw, e.g. snout-leftear")
+    lv.add_argument("--trail", type=int, default=0, help="draw each part's last N positions")
+    lv.add_argument("--no-plots", dest="plots", action="store_false",
+                    help="skip the trajectory / likelihood PNGs")
+    lv.set_defaults(func=cmd_labeled_video)
 
     b = sub.add_parser("benchmark", help="per-stage latency and throughput of the live loop")
     b.add_argument("model", help="exported .onnx model")

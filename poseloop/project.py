@@ -167,6 +167,12 @@ class Split:
             raise ProjectError(f"{path}: not a readable split file ({e})") from e
 
 
+def read_config(root: str | Path) -> dict:
+    """A project's ``config.yaml`` as a dict, checked like ``read_project`` checks it (for
+    tools that work on a project before it has labels: frame extraction, the labeler)."""
+    return _read_config(Path(root).expanduser().resolve() / "config.yaml")
+
+
 def _read_config(path: Path) -> dict:
     if not path.is_file():
         raise ProjectError(f"{path}: no config.yaml here; is this a DeepLabCut project folder?")

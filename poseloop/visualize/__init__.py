@@ -1,0 +1,1 @@
+"""Seeing results: pose tables read back, labeled videos and trajectory plots."""
