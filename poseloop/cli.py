@@ -220,6 +220,24 @@ def cmd_labeled_video(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_extract_outliers(args: argparse.Namespace) -> int:
+    from poseloop.labeling.outliers import extract_outliers
+
+    written = extract_outliers(args.poses, args.video, args.project, args.criteria, args.n,
+                               args.mode, args.epsilon, args.p_bound, args.seed)
+    print(f"{len(written)} new frames with draft labels; correct them, then: "
+          f"poseloop merge {args.project}")
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from poseloop.labeling.outliers import merge
+
+    added = merge(args.project, args.scorer)
+    print(f"{added} frames added to the training set; next: poseloop train {args.project}")
+    return 0
+
+
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from poseloop.realtime.benchmark import bench_size, format_table
     from poseloop.realtime.runner import RunnerConfig
@@ -381,6 +399,25 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--no-plots", dest="plots", action="store_false",
                     help="skip the trajectory / likelihood PNGs")
     lv.set_defaults(func=cmd_labeled_video)
+
+    eo = sub.add_parser("extract-outliers", help="frames where the model is likely wrong, "
+                        "with its poses as draft labels")
+    eo.add_argument("poses", help="pose table .h5/.csv from analyze or a live recording")
+    eo.add_argument("video", help="the video the poses are of")
+    eo.add_argument("--project", required=True, help="DeepLabCut project to add them to")
+    eo.add_argument("--criteria", nargs="+", default=["jump", "uncertain", "fitting", "events"],
+                    choices=["jump", "uncertain", "fitting", "events"])
+    eo.add_argument("--n", type=int, help="frames to pick (default: numframes2pick)")
+    eo.add_argument("--mode", choices=["kmeans", "uniform"], default="kmeans")
+    eo.add_argument("--epsilon", type=float, default=20.0, help="px: jump / fit threshold")
+    eo.add_argument("--p-bound", type=float, default=0.01, help="likelihood: uncertain below")
+    eo.add_argument("--seed", type=int, default=0)
+    eo.set_defaults(func=cmd_extract_outliers)
+
+    mg = sub.add_parser("merge", help="fold drafted (corrected) frames into the training set")
+    mg.add_argument("project", help="DeepLabCut project folder")
+    mg.add_argument("--scorer", help="CollectedData scorer (default: config.yaml scorer)")
+    mg.set_defaults(func=cmd_merge)
 
     b = sub.add_parser("benchmark", help="per-stage latency and throughput of the live loop")
     b.add_argument("model", help="exported .onnx model")

@@ -156,3 +156,33 @@ def test_cli_new_extract_and_labeled_video(video: Path, tmp_path: Path,
     assert "2 new frames" in capsys.readouterr().out
     assert main(["labeled-video", str(tmp_path / "missing.h5"), str(video)]) == 2
     assert "missing.h5: pose file not found" in capsys.readouterr().err
+
+
+def test_outliers_drafted_then_merged_into_the_training_set(video: Path, tmp_path: Path) -> None:
+    from poseloop.labeling.outliers import extract_outliers, merge, outlier_frames
+
+    truth = pd.read_csv(video.with_name("synth_groundtruth.csv")).to_numpy()[:, 1:]
+    truth = truth.reshape(len(truth), 4, 2).astype(np.float64)
+    poses = tmp_path / "synth_poses.h5"
+    truth[30, 0] += 60.0  # the snout jumps away for one frame
+    _pose_table(poses, 90, truth)
+    table = read_pose_table(poses)
+    table.points[:, 0, 3, 2] = 0.9  # (the fixture's hollow tailbase is not an outlier here)
+    flagged = set(outlier_frames(table, ["jump"], epsilon=20.0).tolist())
+    assert {30, 31} <= flagged and len(flagged) <= 4
+    assert set(outlier_frames(table, ["fitting"], epsilon=20.0).tolist()) == {30}
+    low = read_pose_table(poses)
+    assert set(outlier_frames(low, ["uncertain"], p_bound=0.5).tolist()) == set(range(0, 90, 2))
+
+    root = new_project("refine", [video], list(BODYPARTS), out=tmp_path, scorer="ana")
+    written = extract_outliers(poses, video, root, ["jump", "fitting"], n=2, log=lambda _: None)
+    names = sorted(p.name for p in written)
+    assert "img30.png" in names
+    draft = pd.read_hdf(root / "labeled-data" / "synth" / "machinelabels-iter0.h5")
+    assert isinstance(draft, pd.DataFrame) and len(draft) == len(written)
+    assert merge(root, log=lambda _: None) == len(written)
+    project = read_project(root)
+    by_name = {Path(f.image).name: f for f in project.frames}
+    np.testing.assert_allclose(by_name["img30.png"].keypoints, truth[30], atol=1e-4)
+    assert read_config(root)["iteration"] == 1
+    assert merge(root, log=lambda _: None) == 0  # nothing drafted in iteration 1

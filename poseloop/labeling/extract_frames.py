@@ -50,7 +50,14 @@ def pick_uniform(first: int, last: int, n: int) -> list[int]:
 
 def pick_kmeans(video: Path, first: int, last: int, n: int, seed: int = 0) -> list[int]:
     """One frame per k-means cluster of the downsampled frames (nearest the centre)."""
-    candidates = pick_uniform(first, last, MAX_CANDIDATES)
+    return kmeans_of(video, pick_uniform(first, last, MAX_CANDIDATES), n, seed)
+
+
+def kmeans_of(video: Path, candidates: list[int], n: int, seed: int = 0) -> list[int]:
+    """``n`` of the ``candidates`` (ascending frame indices): one per k-means cluster of
+    the downsampled frames, the one nearest its cluster's centre."""
+    if len(candidates) > MAX_CANDIDATES:
+        candidates = [candidates[i] for i in pick_uniform(0, len(candidates), MAX_CANDIDATES)]
     if len(candidates) <= n:
         return candidates
     capture = cv2.VideoCapture(str(video))
