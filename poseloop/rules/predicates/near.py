@@ -7,12 +7,13 @@ event names both animals.
 
 from __future__ import annotations
 
-from math import isfinite
+from math import inf, nextafter
 from typing import Literal
 
 from pydantic import Field
 
-from poseloop.rules.compiler import Context, PoseRows, Test
+from poseloop.rules.compiler import Context, Test
+from poseloop.rules.predicates.pair_distance import between_animals
 from poseloop.rules.schema import MinLikelihood, PredicateConfig, register_predicate
 
 
@@ -32,27 +33,9 @@ def compile_near(near: Near, ctx: Context) -> Test:
     i = ctx.part(near.part, "part").row
     others = [n for n in range(len(ctx.individuals)) if n != a]
     if near.other_part is not None:
-        rows_of = tuple((b, (ctx.part(near.other_part, "other_part", b).row,)) for b in others)
+        pairs = tuple((b, ctx.part(near.other_part, "other_part", b).row) for b in others)
     else:
-        rows_of = tuple((b, ctx.rows_of(b)) for b in others)
+        pairs = tuple((b, j) for b in others for j in ctx.rows_of(b))
     m = ctx.min_likelihood(near.min_likelihood)
-    r2 = near.within * near.within
-    hits = ctx.hits
-
-    def test(rows: PoseRows) -> bool | None:
-        xa, ya, pa = rows[i]
-        if not (pa >= m and isfinite(xa + ya)):
-            return None
-        result = None
-        for b, js in rows_of:
-            for j in js:
-                xb, yb, pb = rows[j]
-                if pb >= m and isfinite(xb + yb):
-                    if (xb - xa) ** 2 + (yb - ya) ** 2 <= r2:
-                        hits.append(a)
-                        hits.append(b)
-                        return True
-                    result = False
-        return result
-
-    return test
+    within = nextafter(near.within * near.within, inf)  # the edge counts as within
+    return between_animals(a, i, pairs, -1.0, within, m, ctx.hits)

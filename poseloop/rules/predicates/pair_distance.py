@@ -46,14 +46,21 @@ def compile_pair_distance(pair: PairDistance, ctx: Context) -> Test:
     m = ctx.min_likelihood(pair.min_likelihood)
     lo = -1.0 if pair.above is None else pair.above * pair.above
     hi = inf if pair.below is None else pair.below * pair.below
-    hits = ctx.hits
+    return between_animals(a, i, js, lo, hi, m, ctx.hits)
+
+
+def between_animals(a: int, i: int, others: tuple[tuple[int, int], ...], lo: float, hi: float,
+                    m: float, hits: list[int]) -> Test:
+    """The test: row ``i`` (of animal ``a``) and some row j of another animal b (``others``:
+    (b, j) pairs), both at likelihood >= m, lie lo < distance^2 < hi apart; names a and b.
+    None when ``i`` or every other row is unknown."""
 
     def test(rows: PoseRows) -> bool | None:
         xa, ya, pa = rows[i]
         if not (pa >= m and isfinite(xa + ya)):
             return None
         result = None
-        for b, j in js:
+        for b, j in others:
             xb, yb, pb = rows[j]
             if pb >= m and isfinite(xb + yb):
                 if lo < (xb - xa) ** 2 + (yb - ya) ** 2 < hi:
