@@ -150,8 +150,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     section = cfg.sinks.get("record")
     record = ({**(section.model_dump() if section else {}), "dir": args.record}
               if args.record else None)
+    web = None
+    if args.web:
+        host, _, port = args.web.rpartition(":")
+        if not port.isdigit():
+            raise PoseloopError(f"--web: expected HOST:PORT, got {args.web!r}")
+        section = cfg.sinks.get("web")
+        web = {**(section.model_dump() if section is not None else {}),
+               "host": host or "127.0.0.1", "port": int(port)}
     cfg = with_overrides(cfg, max_frames=args.max_frames, duration_s=args.duration,
-                         record=record, display=args.display or None)
+                         record=record, display=args.display or None, web=web)
     engine = Engine.from_config(cfg)
     model = engine.model_path.name if engine.model_path else "?"
     print(f"model {model} ({len(engine.session.bodyparts)} bodyparts, "
@@ -360,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--duration", type=float, help="stop after S seconds")
     r.add_argument("--record", help="record poses, timings (and video if configured) here")
     r.add_argument("--display", action="store_true", help="show frames with the pose")
+    r.add_argument("--web", nargs="?", const="127.0.0.1:8000", metavar="HOST:PORT",
+                   help="serve the live page (default 127.0.0.1:8000; other hosts need the "
+                   "printed token)")
     r.set_defaults(func=cmd_run)
 
     a = sub.add_parser("analyze", help="pose-track every frame of video files (offline)")

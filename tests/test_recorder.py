@@ -507,8 +507,11 @@ def test_a_file_that_cannot_be_opened_is_left_alone(tmp_path: Path) -> None:
     for i in range(10):
         pose = make_pose(i, rng)
         recorder.pose(pose, frame_of(pose))
-    # the writer is idle (no file open) once the last file of the flush holds the rows
+    # the writer is idle (no file open) once the last file of the flush holds the rows and
+    # it has closed it: a descriptor it frees after the limit is set would let the append
+    # succeed (seen as a rare timeout), so give the flush's close time to happen
     wait_for(lambda: len(pd.read_csv(recorder.paths["timing_csv"])) == 10)
+    time.sleep(0.5)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 
     def is_open(fd: int) -> bool:

@@ -55,14 +55,38 @@ def make_tracker(spec: ModelSpec, decoder: Decoder) -> AnimalTracker | None:
 
 
 def make_sinks(config: EngineConfig) -> list[Sink]:
-    """The sinks whose sections are on, in registration order."""
+    """The sinks whose sections are on, in registration order; a sink that draws the rules'
+    zones (``set_zones``) is given them."""
     sinks = []
+    zones = rule_zones([r.model_dump(by_alias=True) for r in config.rules])
     for name, section in config.sinks.items():
         if section is not None:
             sink = SINKS[name].factory(section)
             if sink is not None:
+                if hasattr(sink, "set_zones"):
+                    sink.set_zones(zones)
                 sinks.append(sink)
     return sinks
+
+
+def rule_zones(rules: list[dict]) -> list[tuple[str, dict]]:
+    """(rule name, shape) of every ``zone`` predicate in the rules, however deeply nested."""
+    found: list[tuple[str, dict]] = []
+
+    def walk(name: str, node: object) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "zone":
+                found.append((name, {k: node[k] for k in ("rect", "circle", "polygon")
+                                     if node.get(k) is not None}))
+            for value in node.values():
+                walk(name, value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(name, value)
+
+    for rule in rules:
+        walk(str(rule.get("name", "")), rule.get("when"))
+    return found
 
 
 def build_engine(config: EngineConfig, camera: Camera | None = None) -> Engine:

@@ -189,6 +189,9 @@ class Engine:
         self._camera_open = True
         self.session = replace(self.session, cameras=(info,))
         for sink in self.sinks:
+            attach = getattr(sink, "attach", None)
+            if attach is not None:  # a sink with controls (the live page's stop button)
+                attach(self)
             sink.open(self.session)
             self._opened.append(sink)
         self.warmup((info.width, info.height))

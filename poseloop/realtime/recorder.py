@@ -240,6 +240,8 @@ class Recorder:
         self._last_index = -1
         self._rows = {"poses_csv": 0, "timing_csv": 0}
         self._events: list[ActionRecord] = []
+        #: While True, poses and events are not recorded (the live page's record button).
+        self.paused = False
         self._video_count = 0
         self._opened = True
         self._thread = threading.Thread(target=self._run, name=f"recorder {stem}", daemon=True)
@@ -253,6 +255,8 @@ class Recorder:
         """
         if not self._opened or self._closed:
             raise RuntimeError(f"recorder is {'closed' if self._closed else 'not open'}")
+        if self.paused:
+            return
         if pose.points.shape != self._shape or pose.ids.shape != self._shape[:1]:
             raise ValueError(self._shape_error(pose))
         if pose.camera != 0:
@@ -302,6 +306,8 @@ class Recorder:
         ``events_dropped``)."""
         if not self._opened or self._closed:
             raise RuntimeError(f"recorder is {'closed' if self._closed else 'not open'}")
+        if self.paused:
+            return
         try:
             self._queue.put_nowait(action)
         except queue.Full:

@@ -25,6 +25,7 @@ BUILTIN = (
     "poseloop.stream.lsl",
     "poseloop.realtime.recorder",
     "poseloop.realtime.display",
+    "poseloop.web.live",
 )
 
 
