@@ -186,3 +186,32 @@ def test_outliers_drafted_then_merged_into_the_training_set(video: Path, tmp_pat
     np.testing.assert_allclose(by_name["img30.png"].keypoints, truth[30], atol=1e-4)
     assert read_config(root)["iteration"] == 1
     assert merge(root, log=lambda _: None) == 0  # nothing drafted in iteration 1
+
+
+@pytest.mark.parametrize("individuals", [(), ("m1", "m2")])
+def test_label_store_saves_every_change(video: Path, tmp_path: Path,
+                                        individuals: tuple[str, ...]) -> None:
+    from poseloop.labeling.label_store import LabelStore
+
+    root = new_project("lab", [video], ["snout", "tail"], individuals=individuals,
+                       unique_bodyparts=["lamp"] if individuals else (), out=tmp_path,
+                       scorer="ana")
+    frames = extract_frames(root, "uniform", n=3, log=lambda _: None)
+    store = LabelStore(root, "synth")
+    who = individuals[1] if individuals else ""
+    store.set(frames[0].name, who, "snout", (10.5, 20.25))
+    store.set(frames[0].name, who, "tail", (30.0, 40.0))
+    store.set(frames[1].name, who, "snout", (1.0, 2.0))
+    store.set(frames[1].name, who, "snout", None)  # not visible after all
+    if individuals:
+        store.set(frames[2].name, "single", "lamp", (5.0, 6.0))
+    again = LabelStore(root, "synth")  # what a restarted server (or a reload) sees
+    assert again.labels == store.labels
+    project = read_project(root)
+    first = next(f for f in project.frames if f.image.endswith(frames[0].name))
+    point = first.keypoints[1] if individuals else first.keypoints
+    np.testing.assert_array_equal(point[0], [10.5, 20.25])
+    np.testing.assert_array_equal(point[1], [30.0, 40.0])
+    assert not any(f.image.endswith(frames[1].name) for f in project.frames)  # no point left
+    with pytest.raises(ProjectError, match="no point"):
+        store.set(frames[0].name, who, "nose", (1.0, 1.0))
