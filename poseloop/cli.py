@@ -228,6 +228,21 @@ def cmd_labeled_video(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_label(args: argparse.Namespace) -> int:
+    from poseloop.web.labeler import labeler_server
+
+    host, _, port = args.web.rpartition(":")
+    if not port.isdigit():
+        raise PoseloopError(f"--web: expected HOST:PORT, got {args.web!r}")
+    server = labeler_server(args.project, host or "127.0.0.1", int(port), scorer=args.scorer)
+    print("every change is saved at once; Ctrl-C stops the labeler")
+    try:
+        while True:
+            time.sleep(1)
+    finally:
+        server.stop()
+
+
 def cmd_extract_outliers(args: argparse.Namespace) -> int:
     from poseloop.labeling.outliers import extract_outliers
 
@@ -410,6 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--no-plots", dest="plots", action="store_false",
                     help="skip the trajectory / likelihood PNGs")
     lv.set_defaults(func=cmd_labeled_video)
+
+    lb = sub.add_parser("label", help="label frames in a browser (DeepLabCut's label files)")
+    lb.add_argument("project", help="DeepLabCut project folder with extracted frames")
+    lb.add_argument("--web", default="127.0.0.1:8000", metavar="HOST:PORT",
+                    help="where to serve the labeler (other hosts need the printed token)")
+    lb.add_argument("--scorer", help="CollectedData scorer (default: config.yaml scorer)")
+    lb.set_defaults(func=cmd_label)
 
     eo = sub.add_parser("extract-outliers", help="frames where the model is likely wrong, "
                         "with its poses as draft labels")

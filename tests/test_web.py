@@ -176,3 +176,111 @@ def test_live_page_in_chromium(tmp_path: Path) -> None:
             browser.close()
     finally:
         run.finish()
+
+
+# ------------------------------------------------------------------------------- labeler
+@pytest.fixture
+def labeling_project(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    from poseloop.labeling.extract_frames import extract_frames
+    from poseloop.labeling.new_project import new_project
+    from poseloop.synthetic import write_project
+
+    synth = write_project(tmp_path / "synth", n_frames=2, video_frames=30)
+    individuals = getattr(request, "param", ())
+    root = new_project("lab", [synth / "videos" / "synth.mp4"], ["snout", "tail"],
+                       individuals=individuals, out=tmp_path, scorer="ana")
+    extract_frames(root, "uniform", n=3, log=lambda _: None)
+    return root
+
+
+def _wait_labels(root: Path, check: Any, timeout: float = 10.0) -> dict:
+    from poseloop.labeling.label_store import LabelStore
+
+    deadline = time.monotonic() + timeout
+    while True:
+        labels = LabelStore(root, "synth").labels
+        if check(labels):
+            return labels
+        assert time.monotonic() < deadline, f"labels never became right: {labels}"
+        time.sleep(0.05)
+
+
+def test_labeler_api_refuses_bad_points(labeling_project: Path) -> None:
+    from poseloop.web.labeler import labeler_server
+
+    server = labeler_server(labeling_project, port=0, log=lambda _: None)
+    try:
+        base = f"http://127.0.0.1:{server.port}"
+        with urllib.request.urlopen(f"{base}/api/folder/synth", timeout=5) as r:
+            folder = json.loads(r.read())
+        assert folder["bodyparts"] == ["snout", "tail"] and len(folder["images"]) == 3
+        with pytest.raises(urllib.error.HTTPError) as bad:
+            _post(f"{base}/api/label", {"folder": "synth", "image": folder["images"][0],
+                                        "bodypart": "nose", "x": 1, "y": 2})
+        assert bad.value.code == 400 and "nose" in bad.value.read().decode()
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run does)")
+@pytest.mark.parametrize("labeling_project", [(), ("m1", "m2")], indirect=True,
+                         ids=["single", "multi"])
+def test_labeler_in_chromium(labeling_project: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    from poseloop.project import read_project
+    from poseloop.web.labeler import labeler_server
+
+    root = labeling_project
+    multi = "m1" in (root / "config.yaml").read_text()
+    who = "m2" if multi else ""
+    server = labeler_server(root, port=0, log=lambda _: None)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                        args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(server.url)
+            page.wait_for_function("document.body.dataset.ready")
+            box = page.locator("#canvas").bounding_box()
+            assert box is not None
+            first = page.evaluate("document.body.dataset.ready")
+
+            def at(x: float, y: float) -> tuple[float, float]:
+                return box["x"] + x, box["y"] + y
+
+            if multi:
+                page.keyboard.press("a")  # the second animal
+            page.mouse.click(*at(50, 60))  # snout
+            page.mouse.click(*at(100, 120))  # then tail (the next part)
+            labels = _wait_labels(root, lambda lab: len(lab[first]) == 2)
+            if multi and os.environ.get("POSELOOP_SCREENSHOTS"):  # README: docs/labeler.png
+                page.screenshot(path=os.environ["POSELOOP_SCREENSHOTS"] + "/labeler.png",
+                                clip={"x": 0, "y": 0, "width": 1280, "height": 420})
+            assert labels[first] == {(who, "snout"): (50.0, 60.0), (who, "tail"): (100.0, 120.0)}
+            # drag the snout
+            page.mouse.move(*at(50, 60))
+            page.mouse.down()
+            page.mouse.move(*at(60, 70))
+            page.mouse.move(*at(70, 80))
+            page.mouse.up()
+            _wait_labels(root, lambda lab: lab[first].get((who, "snout")) == (70.0, 80.0))
+            # select the tail and mark it not visible
+            page.mouse.click(*at(100, 120))
+            page.keyboard.press("Delete")
+            _wait_labels(root, lambda lab: (who, "tail") not in lab[first])
+            # a reload shows what was saved
+            page.reload()
+            page.wait_for_function("document.body.dataset.ready")
+            shown = json.loads(page.evaluate("document.body.dataset.points"))
+            assert shown == [[who, "snout", 70, 80]]
+            page.keyboard.press("ArrowRight")
+            page.wait_for_function(f"document.body.dataset.ready && "
+                                   f"document.body.dataset.ready !== '{first}'")
+            browser.close()
+        project = read_project(root)
+        (frame,) = project.frames
+        snout = frame.keypoints[1, 0] if multi else frame.keypoints[0]
+        np.testing.assert_array_equal(snout, [70.0, 80.0])
+    finally:
+        server.stop()
