@@ -62,13 +62,17 @@ def kmeans_of(video: Path, candidates: list[int], n: int, seed: int = 0) -> list
         return candidates
     capture = cv2.VideoCapture(str(video))
     rows, kept = [], []
+    wanted = set(candidates)
     try:
-        position = -1
-        for index in candidates:
-            if index != position + 1:
-                capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+        # decoding on from the first candidate is faster than seeking to each (a seek in an
+        # MPEG-4 file decodes from the previous key frame)
+        capture.set(cv2.CAP_PROP_POS_FRAMES, candidates[0])
+        for index in range(candidates[0], candidates[-1] + 1):
+            if index not in wanted:
+                if not capture.grab():
+                    break
+                continue
             ok, frame = capture.read()
-            position = index
             if not ok:
                 break
             grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)

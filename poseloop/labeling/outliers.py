@@ -181,7 +181,8 @@ def merge(project: str | Path, scorer: str | None = None,
         merged.to_hdf(target, key="df_with_missing", mode="w")
         merged.to_csv(target.with_suffix(".csv"))
         added += len(new)
-        log(f"{machine.parent.name}: {len(new)} drafted frames merged into {target.name}")
+        log(f"{machine.parent.name}: {len(new)} drafted frames merged into {target.name} "
+            f"({len(draft) - len(new)} already saved there by the labeler)")
     text = (root / "config.yaml").read_text()
     raw = yaml.safe_load(text)
     raw["iteration"] = iteration + 1
