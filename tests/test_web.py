@@ -284,3 +284,13 @@ def test_labeler_in_chromium(labeling_project: Path) -> None:
         np.testing.assert_array_equal(snout, [70.0, 80.0])
     finally:
         server.stop()
+
+
+def test_cli_run_with_web(capsys: pytest.CaptureFixture) -> None:
+    from poseloop.cli import main
+
+    assert main(["run", "--web", "127.0.0.1:0", "--max-frames", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "live view: http://127.0.0.1:" in out and "30 frames" in out
+    assert main(["run", "--web", "nonsense", "--max-frames", "3"]) == 2
+    assert "--web: expected HOST:PORT" in capsys.readouterr().err
