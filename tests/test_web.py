@@ -277,9 +277,17 @@ def test_labeler_in_chromium(labeling_project: Path) -> None:
             page.keyboard.press("ArrowRight")
             page.wait_for_function(f"document.body.dataset.ready && "
                                    f"document.body.dataset.ready !== '{first}'")
+            second = page.evaluate("document.body.dataset.ready")
+            # zoom in 1.25x around (50, 60): image (150, 100) is then at screen (175, 110)
+            page.mouse.move(*at(50, 60))
+            page.mouse.wheel(0, -100)
+            page.mouse.click(*at(175, 110))
+            first_animal = "m1" if multi else ""
+            _wait_labels(root, lambda lab: lab[second].get((first_animal, "snout"))
+                         == (150.0, 100.0))
             browser.close()
         project = read_project(root)
-        (frame,) = project.frames
+        frame = next(f for f in project.frames if f.image.endswith(first))
         snout = frame.keypoints[1, 0] if multi else frame.keypoints[0]
         np.testing.assert_array_equal(snout, [70.0, 80.0])
     finally:
