@@ -99,6 +99,6 @@ def labeler_server(project: str | Path, host: str = "127.0.0.1", port: int = 800
         Route("/", page), Route("/static/{name}", asset), Route("/api/project", project_info),
         Route("/api/folder/{folder}", folder), Route("/api/image/{folder}/{image}", image),
         Route("/api/label", label, methods=["POST"]),
-    ], host, port, token, log)
+    ], host, port, token, log, name="labeler")
     server.start()
     return server

@@ -57,13 +57,15 @@ class WebServer:
     """
 
     def __init__(self, routes: Sequence[Any], host: str, port: int,
-                 token: str | None = None, log: Callable[[str], None] = print) -> None:
+                 token: str | None = None, log: Callable[[str], None] = print,
+                 name: str = "live view") -> None:
         from starlette.applications import Starlette
 
         self.host, self.port = host, port
         self.token = token or (secrets.token_urlsafe(16) if needs_token(host) else None)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._log = log
+        self.name = name
 
         @contextlib.asynccontextmanager
         async def lifespan(_app: Any) -> AsyncIterator[None]:
@@ -99,7 +101,7 @@ class WebServer:
         sockets = [s for srv in server.servers for s in srv.sockets]
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
-        self._log(f"live view: {self.url}")
+        self._log(f"{self.name}: {self.url}")
 
     def stop(self) -> None:
         """Stop serving (open WebSockets are closed) and wait for the thread."""
