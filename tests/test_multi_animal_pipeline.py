@@ -61,6 +61,19 @@ def test_run_folder_and_evaluation(flies_run: Path) -> None:
     assert "mAP (OKS)" in format_summary(result)
 
 
+def test_int8_export_of_a_multi_animal_model(flies_run: Path, tmp_path: Path) -> None:
+    """int8: quantized, checked on matched animals against the test labels, reported."""
+    from poseloop.export.pipeline import ExportOptions, export_run
+
+    result = export_run(flies_run, tmp_path / "m.onnx", log=lambda _: None,
+                        opts=ExportOptions(parity_frames=2, int8=True, calibration_frames=4,
+                                           force=True))
+    assert result.int8_path is not None and result.int8_path.is_file()
+    report = result.int8
+    assert report is not None and report.frames == 10 and report.ms_int8 > 0
+    assert ModelSpec.read(result.int8_path).precision == "int8"
+
+
 def test_export_carries_multi_animal_outputs(flies_onnx: Path) -> None:
     from poseloop.modelspec import open_session
 

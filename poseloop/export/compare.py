@@ -7,6 +7,7 @@ figures are comparable with the training run's evaluation.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,19 +22,46 @@ from poseloop.training.evaluate import point_errors
 
 
 def frame_poses(session, spec: ModelSpec, frames: Sequence[np.ndarray]) -> np.ndarray:
-    """N x K x 3 poses (x, y, likelihood) in full-frame pixels of BGR frames."""
+    """Poses (x, y, likelihood) in full-frame pixels of BGR frames: frames x K x 3, or for a
+    multi-animal model frames x N x K x 3 (assembled as live, strongest animal first)."""
+    decoder = None
+    if spec.multi_animal:
+        from poseloop.realtime.multi_decoder import MultiAnimalDecoder
+
+        decoder = MultiAnimalDecoder(spec)
     poses = []
     for frame in frames:
         image, sx, sy = resize_for_inference(frame, spec.input_scale)
-        scoremap, locref = ort_maps(session, image, spec)[:2]
-        poses.append(FrameTransform(sx=sx, sy=sy).to_full(spec.decode(scoremap, locref)))
+        outputs = ort_maps(session, image, spec)
+        if decoder is None:
+            pose = spec.decode(outputs[0], outputs[1])
+        else:
+            pose = decoder.decode(outputs, np.zeros(decoder.shape, np.float32))
+        poses.append(FrameTransform(sx=sx, sy=sy).to_full(pose))
     return np.stack(poses)
 
 
+def matched(poses: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Multi-animal poses (frames x N x K x 3) reordered so that animal n of each frame is
+    the one matched to reference animal n (frames x N x K x >= 2); unmatched rows NaN."""
+    from poseloop.training.multi_evaluate import match
+
+    out = np.full(poses.shape, np.nan, np.float32)
+    for f, (pred, ref) in enumerate(zip(poses, reference, strict=True)):
+        for g, r in enumerate(match(pred, ref[..., :2])):
+            if r >= 0:
+                out[f, g] = pred[r]
+    return out
+
+
 def rmse(poses: np.ndarray, labels: np.ndarray) -> float:
-    """Mean pixel distance to the labels over labeled points (DeepLabCut's "RMSE")."""
+    """Mean pixel distance to the labels over labeled points (DeepLabCut's "RMSE"); animals
+    of a multi-animal model are matched to the labeled ones first."""
+    if poses.ndim == 4:
+        poses = matched(poses, labels)
     err = point_errors(poses, labels)
-    return float(err[np.isfinite(err)].mean())
+    finite = np.isfinite(err)
+    return float(err[finite].mean()) if finite.any() else float("nan")
 
 
 def median_ms(session, spec: ModelSpec, frames: Sequence[np.ndarray], repeats: int = 3) -> float:
@@ -66,10 +94,13 @@ class Int8Report:
 
     @property
     def error_growth(self) -> float:
-        """RMSE increase (px) with labels; without them, the mean shift from fp32."""
+        """RMSE increase (px) with labels; without them, the mean shift from fp32. Infinite
+        when it cannot be measured (a model that finds nothing), so the check refuses."""
         if self.rmse_fp32 is None or self.rmse_int8 is None:
-            return self.mean_shift_px
-        return self.rmse_int8 - self.rmse_fp32
+            growth = self.mean_shift_px
+        else:
+            growth = self.rmse_int8 - self.rmse_fp32
+        return growth if math.isfinite(growth) else math.inf
 
     def __str__(self) -> str:
         acc = (f"test RMSE fp32 {self.rmse_fp32:.2f} px, int8 {self.rmse_int8:.2f} px "
@@ -85,7 +116,11 @@ def compare_int8(fp32_session, int8_session, spec: ModelSpec, frames: Sequence[n
     """Accuracy (vs ``labels`` N x K x 2, if given) and speed of both sessions on ``frames``."""
     a = frame_poses(fp32_session, spec, frames)
     b = frame_poses(int8_session, spec, frames)
-    shift = float(np.sqrt(((a[..., :2] - b[..., :2]) ** 2).sum(-1)).mean())
+    if spec.multi_animal:
+        b = matched(b, a)
+    distance = np.sqrt(((a[..., :2] - b[..., :2]) ** 2).sum(-1))
+    shift = float(distance[np.isfinite(distance)].mean()) if np.isfinite(distance).any() \
+        else 0.0
     return Int8Report(
         frames=len(frames),
         rmse_fp32=None if labels is None else rmse(a, labels),

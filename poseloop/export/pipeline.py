@@ -128,9 +128,6 @@ def export_run(run: str | Path, out: str | Path | None = None,
     opts = opts or ExportOptions()
     net, info = load_model(run)
     spec = run_spec(info)
-    if opts.int8 and info.multi_animal:
-        raise ModelError(f"{info.path}: int8 export of multi-animal models is not supported "
-                         f"yet (its accuracy check needs matched animals); export fp32 or fp16")
     out = Path(out) if out else info.path / "model.onnx"
     project = read_project(info.project_root)
     train = project.subset(info.split.train)
