@@ -157,3 +157,30 @@ def test_identity_head_end_to_end(tmp_path: Path) -> None:
     assert outputs[3].shape[1] == 2
     decoder.decode(outputs, np.zeros(decoder.shape, np.float32))
     assert decoder.identity is not None and decoder.identity.shape == (2, 2)
+
+
+def test_weak_parts_and_swapped_labels_per_animal(flies_run: Path, tmp_path: Path) -> None:
+    from poseloop.training.multi_evaluate import diagnose
+    from poseloop.training.run import read_run
+
+    info = read_run(flies_run)
+    project = read_project(TWOFLIES)
+    frames = project.frames[:6]
+    labels = np.stack([f.keypoints for f in frames])  # 6 x 2 x 24 x 2
+    rng = np.random.default_rng(0)
+    poses = np.concatenate([labels + rng.normal(0, 0.5, labels.shape),
+                            np.ones(labels.shape[:-1] + (1,))], -1).astype(np.float32)
+    tip = info.bodyparts.index("hindlegL3")
+    poses[:, :, tip, :2] += 12.0  # one part far off on every animal
+    head, neck = info.bodyparts.index("head"), info.bodyparts.index("neck")
+    poses[0, 1, [head, neck], :2] = labels[0, 1, [neck, head]]  # fly2's head/neck exchanged
+    split = {"images": [f.image for f in frames], "poses": poses, "labels": labels}
+    empty = {"images": [], "poses": poses[:0], "labels": labels[:0]}
+    result = diagnose(split, empty, info, project, tmp_path)
+    weak = {w["bodypart"]: w for w in result["weak_bodyparts"]}
+    assert "hindlegL3" in weak and weak["hindlegL3"]["cause"] == "labels"
+    assert weak["hindlegL3"]["worst"][0]["image"].endswith(("(fly1)", "(fly2)"))
+    assert list((tmp_path / "worst" / "hindlegL3").glob("*.png"))
+    swaps = result["swapped_labels"]
+    assert [(s["image"], s["bodyparts"]) for s in swaps] == [
+        (f"{frames[0].image} (fly2)", ["head", "neck"])]

@@ -26,6 +26,7 @@ from poseloop.project import LabeledFrame, Project
 from poseloop.realtime.multi_decoder import MultiAnimalDecoder
 from poseloop.realtime.types import FrameTransform
 from poseloop.training.augment import resize_for_inference
+from poseloop.training.diagnose import advice, swapped_labels, weak_bodyparts
 from poseloop.training.model import PoseNet
 from poseloop.training.run import RunInfo
 
@@ -194,13 +195,45 @@ def evaluate_multi(model: PoseNet, info: RunInfo, spec: ModelSpec, project: Proj
                    "test_rmse_pcutoff": _rmse(test, p, part=j)}
             for j, name in enumerate(info.bodyparts)
         },
-        "weak_bodyparts": [], "swapped_labels": [],
     }
+    result.update(diagnose(train, test, info, project, out))
     out.mkdir(parents=True, exist_ok=True)
     shown = test if test["images"] else train
     plot_animals(project, shown, info, out / "frames", plots)
     (out / "summary.json").write_text(json.dumps(result, indent=1))
     return result
+
+
+def _per_animal(split: dict, individuals: list[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """A split's matched animals as rows: names ``image (animal)``, poses, labels."""
+    names = [f"{image} ({animal})" for image in split["images"] for animal in individuals]
+    k = split["labels"].shape[-2]
+    return names, split["poses"].reshape(-1, k, 3), split["labels"].reshape(-1, k, 2)
+
+
+def diagnose(train: dict, test: dict, info: RunInfo, project: Project, out: Path) -> dict:
+    """Weak bodyparts and swapped labels as for one animal, each labeled animal a row; the
+    weak parts' worst frames drawn in ``out/worst/<bodypart>/``."""
+    rows = {name: _per_animal(split, info.individuals)
+            for name, split in (("train", train), ("test", test))}
+    swaps = [{"split": name, **swap} for name, (names, poses, labels) in rows.items()
+             for swap in swapped_labels(poses, labels, names, info.bodyparts)]
+    errors = {name: np.sqrt(((poses[..., :2] - labels) ** 2).sum(-1))
+              for name, (_, poses, labels) in rows.items()}
+    weak = weak_bodyparts(errors, {name: r[0] for name, r in rows.items()}, info.bodyparts,
+                          swaps)
+    splits = {"train": train, "test": test}
+    for part in weak:
+        folder = out / "worst" / part["bodypart"]
+        for name, split in splits.items():
+            mine = {w["image"].rsplit(" (", 1)[0] for w in part["worst"] if w["split"] == name}
+            pick = [i for i, image in enumerate(split["images"]) if image in mine]
+            if pick:
+                sub = {"images": [split["images"][i] for i in pick],
+                       "poses": split["poses"][pick], "labels": split["labels"][pick]}
+                plot_animals(project, sub, info, folder)
+        part["advice"] = advice(part, str(folder))
+    return {"weak_bodyparts": weak, "swapped_labels": swaps}
 
 
 def plot_animals(project: Project, split: dict, info: RunInfo, out: Path,
