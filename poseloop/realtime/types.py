@@ -232,6 +232,10 @@ class Sink(Protocol):
     action; ``close`` flushes. A sink counts what it could not take in ``dropped``; a
     non-empty ``fatal`` asks the engine to stop the run (e.g. the recorder after a write
     error with ``on_error: stop``), ``errors`` lists what went wrong.
+
+    Optional: ``attach(engine)``, called before ``open``, gives a sink with controls (the
+    live page's stop and record buttons) the engine; ``set_zones(zones)`` gives a sink that
+    draws the rules' zones their shapes (the builder calls it).
     """
 
     name: str
