@@ -11,13 +11,12 @@ closing the tab or killing the server loses at most the change in flight.
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from poseloop.errors import ProjectError
 from poseloop.labeling.label_store import LabelStore, folders
-from poseloop.web.server import WebServer, authorized
+from poseloop.web.server import WebServer, page_routes
 
 
 def labeler_server(project: str | Path, host: str = "127.0.0.1", port: int = 8000,
@@ -33,7 +32,6 @@ def labeler_server(project: str | Path, host: str = "127.0.0.1", port: int = 800
         raise ProjectError(f"{root}: no labeled-data/<video>/ folder with images; run "
                            "poseloop extract-frames first")
     stores: dict[str, LabelStore] = {}
-    static = files("poseloop.web") / "static"
     server: WebServer | None = None
 
     def store(name: str) -> LabelStore:
@@ -45,18 +43,7 @@ def labeler_server(project: str | Path, host: str = "127.0.0.1", port: int = 800
 
     def denied(request: Any) -> Response | None:
         assert server is not None
-        if not authorized(server.token, request.query_params, request.headers):
-            return Response("access token missing or wrong", status_code=403)
-        return None
-
-    async def page(request: Any) -> Response:
-        return denied(request) or FileResponse(str(static / "label.html"))
-
-    async def asset(request: Any) -> Response:
-        name = request.path_params["name"]
-        if name not in ("label.js", "style.css"):
-            return Response("not found", status_code=404)
-        return denied(request) or FileResponse(str(static / name))
+        return server.denied(request)
 
     async def project_info(request: Any) -> Response:
         return denied(request) or JSONResponse({"project": root.name, "folders": names})
@@ -96,7 +83,8 @@ def labeler_server(project: str | Path, host: str = "127.0.0.1", port: int = 800
         return JSONResponse({"ok": True})
 
     server = WebServer([
-        Route("/", page), Route("/static/{name}", asset), Route("/api/project", project_info),
+        *page_routes(lambda: server, "label.html", "label.js"),
+        Route("/api/project", project_info),
         Route("/api/folder/{folder}", folder), Route("/api/image/{folder}/{image}", image),
         Route("/api/label", label, methods=["POST"]),
     ], host, port, token, log, name="labeler")

@@ -16,7 +16,6 @@ import json
 import threading
 import time
 from collections import deque
-from importlib.resources import files
 from typing import Any
 
 import cv2
@@ -99,27 +98,15 @@ class LiveView:
 
     def open(self, session: Session) -> None:
         """Start the web server and the encoder thread."""
-        from starlette.responses import FileResponse, JSONResponse, Response
+        from starlette.responses import JSONResponse, Response
         from starlette.routing import Route, WebSocketRoute
 
-        from poseloop.web.server import WebServer, authorized
+        from poseloop.web.server import WebServer, page_routes
 
         self._session = session
-        static = files("poseloop.web") / "static"
 
         def guard(request: Any) -> Response | None:
-            if not authorized(self.server.token, request.query_params, request.headers):
-                return Response("access token missing or wrong", status_code=403)
-            return None
-
-        async def page(request: Any) -> Response:
-            return guard(request) or FileResponse(str(static / "live.html"))
-
-        async def asset(request: Any) -> Response:
-            name = request.path_params["name"]
-            if name not in ("live.js", "style.css"):
-                return Response("not found", status_code=404)
-            return guard(request) or FileResponse(str(static / name))
+            return self.server.denied(request)
 
         async def state(request: Any) -> Response:
             return guard(request) or JSONResponse(self.status())
@@ -142,7 +129,8 @@ class LiveView:
             return JSONResponse({"recording": not recorder.paused})
 
         self.server = WebServer(
-            [Route("/", page), Route("/static/{name}", asset), Route("/api/state", state),
+            [*page_routes(lambda: self.server, "live.html", "live.js"),
+             Route("/api/state", state),
              Route("/api/stop", stop, methods=["POST"]),
              Route("/api/record", record, methods=["POST"]),
              WebSocketRoute("/ws", self._serve_socket)],

@@ -14,6 +14,7 @@ import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from importlib.resources import files
 from typing import Any
 
 from poseloop.errors import ConfigError
@@ -49,6 +50,30 @@ def _quiet_server() -> type:
     return QuietServer
 
 
+def page_routes(server: Callable[[], WebServer | None], page: str, script: str) -> list[Any]:
+    """Routes of a page: ``/`` serves ``static/<page>``, ``/static/`` its script and the
+    shared style sheet; every request checked against ``server()``'s token."""
+    from starlette.responses import FileResponse, Response
+    from starlette.routing import Route
+
+    static = files("poseloop.web") / "static"
+
+    def refused(request: Any) -> Response | None:
+        web = server()
+        return web.denied(request) if web is not None else Response("starting", 503)
+
+    async def index(request: Any) -> Response:
+        return refused(request) or FileResponse(str(static / page))
+
+    async def asset(request: Any) -> Response:
+        name = request.path_params["name"]
+        if name not in (script, "style.css"):
+            return Response("not found", status_code=404)
+        return refused(request) or FileResponse(str(static / name))
+
+    return [Route("/", index), Route("/static/{name}", asset)]
+
+
 class WebServer:
     """Serves ``routes`` on host:port from a daemon thread until :meth:`stop`.
 
@@ -75,6 +100,14 @@ class WebServer:
         self.app = Starlette(routes=list(routes), lifespan=lifespan)
         self._server: Any = None
         self._thread: threading.Thread | None = None
+
+    def denied(self, request: Any) -> Any:
+        """A 403 response for a request without the token, else None."""
+        from starlette.responses import Response
+
+        if authorized(self.token, request.query_params, request.headers):
+            return None
+        return Response("access token missing or wrong", status_code=403)
 
     @property
     def url(self) -> str:
