@@ -24,6 +24,7 @@ import pandas as pd
 import yaml
 
 from poseloop.errors import ProjectError
+from poseloop.realtime.types import UNIQUE_INDIVIDUAL
 
 #: Labels may lie this fraction of the image size outside it (clicks at the very edge);
 #: farther out they are corrupt.
@@ -31,9 +32,6 @@ OUTSIDE_MARGIN = 0.1
 #: Coordinates this large (or infinite) are not pixels of any image.
 MAX_COORDINATE = 1e6
 
-
-#: DeepLabCut's individual name for the unique bodyparts of a multi-animal project.
-UNIQUE_INDIVIDUAL = "single"
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 
 from poseloop.errors import ProjectError
-from poseloop.project import UNIQUE_INDIVIDUAL, read_config
+from poseloop.project import read_config
+from poseloop.realtime.types import UNIQUE_INDIVIDUAL
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 

@@ -17,6 +17,7 @@ import cv2
 import yaml
 
 from poseloop.errors import ProjectError
+from poseloop.realtime.types import UNIQUE_INDIVIDUAL
 
 
 def _unique_names(names: Sequence[str], what: str) -> list[str]:
@@ -26,7 +27,7 @@ def _unique_names(names: Sequence[str], what: str) -> list[str]:
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ProjectError(f"new project: {what} {', '.join(twice)} given twice")
-    bad = [n for n in names if any(c in n for c in ",/\\") or n == "single"]
+    bad = [n for n in names if any(c in n for c in ",/\\") or n == UNIQUE_INDIVIDUAL]
     if bad:
         raise ProjectError(f"new project: {what} name {bad[0]!r} is not allowed (no , / \\; "
                            f"'single' is DeepLabCut's unique-bodypart individual)")

@@ -31,7 +31,8 @@ import yaml
 from poseloop.errors import ProjectError
 from poseloop.labeling.extract_frames import frame_name, kmeans_of
 from poseloop.labeling.new_project import video_size
-from poseloop.project import UNIQUE_INDIVIDUAL, read_config
+from poseloop.project import read_config
+from poseloop.realtime.types import UNIQUE_INDIVIDUAL
 from poseloop.visualize.pose_table import PoseTable, read_pose_table
 
 CRITERIA = ("jump", "uncertain", "fitting", "events")

@@ -63,7 +63,14 @@ from pydantic import Field
 
 from poseloop.config import Strict
 from poseloop.realtime.sinks import SINKS
-from poseloop.realtime.types import STAGES, ActionRecord, Frame, Pose, Session
+from poseloop.realtime.types import (
+    STAGES,
+    UNIQUE_INDIVIDUAL,
+    ActionRecord,
+    Frame,
+    Pose,
+    Session,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +84,6 @@ COORDS = ("x", "y", "likelihood")
 #: The column levels of the poses table, single- and multi-animal (DeepLabCut's names).
 SINGLE_ANIMAL_LEVELS = ("scorer", "bodyparts", "coords")
 MULTI_ANIMAL_LEVELS = ("scorer", "individuals", "bodyparts", "coords")
-#: DeepLabCut's individual for the unique bodyparts of a multi-animal model.
-UNIQUE_INDIVIDUAL = "single"
 FOURCC = "mp4v"
 #: Seconds of frames the video copies cover (at least 32 copies): a writer that lags behind
 #: the camera longer than this (a slow disk) skips frames (``video_dropped``).

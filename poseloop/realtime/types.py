@@ -25,6 +25,8 @@ STAGES = ("grab", "preprocess", "infer", "decode", "process", "rules", "publish"
 
 #: The individual's name of a single-animal model (N = 1).
 SINGLE_ANIMAL = ("animal",)
+#: DeepLabCut's individual for the unique bodyparts of a multi-animal model (in its tables).
+UNIQUE_INDIVIDUAL = "single"
 
 
 @dataclass

@@ -38,7 +38,7 @@ from pydantic import Field, model_validator
 from poseloop.config import Strict
 from poseloop.errors import ConfigError
 from poseloop.realtime.sinks import SINKS
-from poseloop.realtime.types import ActionRecord, Frame, Pose, Session
+from poseloop.realtime.types import UNIQUE_INDIVIDUAL, ActionRecord, Frame, Pose, Session
 
 if TYPE_CHECKING:
     import pylsl
@@ -186,7 +186,7 @@ def channel_labels(session: Session) -> list[tuple[str, str, str, str, str]]:
     named = session.multi_animal or len(session.individuals) > 1
     rows = [(individual, bodypart, named)
             for individual in session.individuals for bodypart in session.bodyparts]
-    rows += [("single", bodypart, True) for bodypart in session.unique_bodyparts]
+    rows += [(UNIQUE_INDIVIDUAL, bodypart, True) for bodypart in session.unique_bodyparts]
     labels = []
     for individual, bodypart, prefixed in rows:
         prefix = f"{individual}_" if prefixed else ""

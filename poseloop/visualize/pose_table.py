@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from poseloop.errors import ProjectError
-from poseloop.project import UNIQUE_INDIVIDUAL
+from poseloop.realtime.types import UNIQUE_INDIVIDUAL
 
 
 @dataclass
