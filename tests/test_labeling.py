@@ -215,3 +215,22 @@ def test_label_store_saves_every_change(video: Path, tmp_path: Path,
     assert not any(f.image.endswith(frames[1].name) for f in project.frames)  # no point left
     with pytest.raises(ProjectError, match="no point"):
         store.set(frames[0].name, who, "nose", (1.0, 1.0))
+
+
+def test_multi_animal_drafts_in_dlc_layout() -> None:
+    from poseloop.labeling.outliers import _draft_table
+    from poseloop.visualize.pose_table import PoseTable
+
+    points = np.arange(2 * 2 * 2 * 3, dtype=np.float32).reshape(2, 2, 2, 3)
+    unique = np.full((2, 1, 3), 7.0, np.float32)
+    table = PoseTable(points, np.array([3, 9]), ["m1", "m2"], ["snout", "tail"], "s", True,
+                      unique, ("lamp",))
+    config = {"multianimalproject": True, "individuals": ["m1", "m2"],
+              "multianimalbodyparts": ["snout", "tail"]}
+    draft = _draft_table(table, [1], ["labeled-data/v/img9.png"], config)
+    assert list(draft.columns.names) == ["scorer", "individuals", "bodyparts", "coords"]
+    assert draft[("machine", "m2", "tail", "y")].iloc[0] == points[1, 1, 1, 1]
+    assert draft[("machine", "single", "lamp", "likelihood")].iloc[0] == 7.0
+    with pytest.raises(ProjectError, match="individuals"):
+        _draft_table(table, [1], ["labeled-data/v/img9.png"],
+                     {**config, "individuals": ["a", "b"]})

@@ -32,7 +32,8 @@ from poseloop.errors import ProjectError
 from poseloop.labeling.extract_frames import frame_name, kmeans_of
 from poseloop.labeling.new_project import video_size
 from poseloop.project import read_config
-from poseloop.realtime.types import UNIQUE_INDIVIDUAL
+from poseloop.realtime.recorder import pose_columns
+from poseloop.realtime.types import Session
 from poseloop.visualize.pose_table import PoseTable, read_pose_table
 
 CRITERIA = ("jump", "uncertain", "fitting", "events")
@@ -79,26 +80,20 @@ def _draft_table(table: PoseTable, rows: list[int], images: list[str],
     if list(parts) != table.bodyparts:
         raise ProjectError(f"the poses' bodyparts {table.bodyparts} differ from the project's "
                            f"{list(parts)}")
-    index = pd.MultiIndex.from_tuples([tuple(i.split("/")) for i in images])
-    if not multi:
-        columns = pd.MultiIndex.from_product([[MACHINE], parts, ["x", "y", "likelihood"]],
-                                             names=["scorer", "bodyparts", "coords"])
-        values = table.points[rows, 0].reshape(len(rows), -1)
-        return pd.DataFrame(values, index=index, columns=columns)
-    individuals = list(project["individuals"])
-    if individuals != table.individuals:
+    individuals = list(project["individuals"]) if multi else list(table.individuals)
+    if multi and individuals != table.individuals:
         raise ProjectError(f"the poses' individuals {table.individuals} differ from the "
                            f"project's {individuals}")
-    tuples = [(MACHINE, i, b, c) for i in individuals for b in parts
-              for c in ("x", "y", "likelihood")]
+    session = Session(bodyparts=tuple(parts), individuals=tuple(individuals),
+                      unique_bodyparts=table.unique_bodyparts, multi_animal=multi,
+                      scorer=MACHINE)
+    levels, columns = pose_columns(session)  # the recorder's layout: poses, then unique
     values = [table.points[rows].reshape(len(rows), -1)]
     if table.unique is not None:
-        tuples += [(MACHINE, UNIQUE_INDIVIDUAL, b, c) for b in table.unique_bodyparts
-                   for c in ("x", "y", "likelihood")]
         values.append(table.unique[rows].reshape(len(rows), -1))
-    columns = pd.MultiIndex.from_tuples(tuples,
-                                        names=["scorer", "individuals", "bodyparts", "coords"])
-    return pd.DataFrame(np.concatenate(values, axis=1), index=index, columns=columns)
+    index = pd.MultiIndex.from_tuples([tuple(i.split("/")) for i in images])
+    return pd.DataFrame(np.concatenate(values, axis=1), index=index,
+                        columns=pd.MultiIndex.from_tuples(columns, names=list(levels)))
 
 
 def extract_outliers(poses: str | Path, video: str | Path, project: str | Path,
