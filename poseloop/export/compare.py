@@ -44,14 +44,10 @@ def frame_poses(session, spec: ModelSpec, frames: Sequence[np.ndarray]) -> np.nd
 def matched(poses: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Multi-animal poses (frames x N x K x 3) reordered so that animal n of each frame is
     the one matched to reference animal n (frames x N x K x >= 2); unmatched rows NaN."""
-    from poseloop.training.multi_evaluate import match
+    from poseloop.training.multi_evaluate import matched_to
 
-    out = np.full(poses.shape, np.nan, np.float32)
-    for f, (pred, ref) in enumerate(zip(poses, reference, strict=True)):
-        for g, r in enumerate(match(pred, ref[..., :2])):
-            if r >= 0:
-                out[f, g] = pred[r]
-    return out
+    return np.stack([matched_to(pred, ref)[0] for pred, ref in
+                     zip(poses, reference, strict=True)])
 
 
 def rmse(poses: np.ndarray, labels: np.ndarray) -> float:

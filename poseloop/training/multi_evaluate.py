@@ -67,6 +67,17 @@ def match(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return order
 
 
+def matched_to(pred: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``pred`` (N x K x 3) reordered so row g is the animal matched to labeled animal g
+    (``labels``: N x K x >= 2; unmatched rows NaN), and the match (:func:`match`)."""
+    order = match(pred, labels[..., :2])
+    rows = np.full(pred.shape, np.nan, np.float32)
+    for g, p in enumerate(order):
+        if p >= 0:
+            rows[g] = pred[p]
+    return rows, order
+
+
 def oks(pred: np.ndarray, label: np.ndarray, sigma: float = OKS_SIGMA) -> float:
     """Object keypoint similarity of one predicted animal (K x 3) to one labeled (K x 2)."""
     seen = np.isfinite(label).all(-1)
@@ -124,11 +135,7 @@ def _split(model: PoseNet, decoder: MultiAnimalDecoder, info: RunInfo, project: 
     raw, matched, labels, found = [], [], [], []
     for f in frames:
         pred = predict_animals(model, decoder, project.load_image(f), info.config.augment.scale)
-        order = match(pred, f.keypoints)
-        rows = np.full(pred.shape, np.nan, np.float32)
-        for g, p in enumerate(order):
-            if p >= 0:
-                rows[g] = pred[p]
+        rows, order = matched_to(pred, f.keypoints)
         labeled = np.asarray(np.isfinite(f.keypoints).all(-1).any(-1), bool)
         found += [bool(order[g] >= 0 and oks(rows[g], f.keypoints[g]) >= FOUND_OKS)
                   for g in range(len(order)) if labeled[g]]
@@ -154,11 +161,7 @@ def matched_rmse(model: PoseNet, info: RunInfo, images: list[np.ndarray],
     matched = []
     for image, label in zip(images, labels, strict=True):
         pred = predict_animals(model, decoder, image, info.config.augment.scale)
-        rows = np.full(pred.shape, np.nan, np.float32)
-        for g, r in enumerate(match(pred, label)):
-            if r >= 0:
-                rows[g] = pred[r]
-        matched.append(rows)
+        matched.append(matched_to(pred, label)[0])
     return _rmse({"poses": np.stack(matched), "labels": labels})
 
 
