@@ -152,12 +152,10 @@ def cmd_run(args: argparse.Namespace) -> int:
               if args.record else None)
     web = None
     if args.web:
-        host, _, port = args.web.rpartition(":")
-        if not port.isdigit():
-            raise PoseloopError(f"--web: expected HOST:PORT, got {args.web!r}")
+        host, port = _host_port(args.web)
         section = cfg.sinks.get("web")
         web = {**(section.model_dump() if section is not None else {}),
-               "host": host or "127.0.0.1", "port": int(port)}
+               "host": host, "port": port}
     cfg = with_overrides(cfg, max_frames=args.max_frames, duration_s=args.duration,
                          record=record, display=args.display or None, web=web)
     engine = Engine.from_config(cfg)
@@ -193,6 +191,14 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _host_port(text: str) -> tuple[str, int]:
+    """``--web HOST:PORT`` (HOST may be empty: loopback)."""
+    host, _, port = text.rpartition(":")
+    if not port.isdigit():
+        raise PoseloopError(f"--web: expected HOST:PORT, got {text!r}")
+    return host or "127.0.0.1", int(port)
+
+
 def cmd_new(args: argparse.Namespace) -> int:
     from poseloop.labeling.new_project import new_project
 
@@ -216,11 +222,11 @@ def cmd_labeled_video(args: argparse.Namespace) -> int:
     from poseloop.visualize.plots import plot_poses
     from poseloop.visualize.pose_table import read_pose_table
 
-    skeleton = [tuple(edge.split("-", 1)) for edge in args.skeleton or []]
-    if any(len(e) != 2 for e in skeleton):
+    edges = [edge.split("-", 1) for edge in args.skeleton or []]
+    if any(len(e) != 2 for e in edges):
         raise PoseloopError("--skeleton: give edges as PART-PART")
     out = labeled_video(args.poses, args.video, args.out, args.pcutoff,
-                        [(a, b) for a, b in skeleton], args.trail)
+                        [(a, b) for a, b in edges], args.trail)
     if args.plots:
         folder = out.with_name(f"{Path(args.video).stem}_plots")
         plots = plot_poses(read_pose_table(args.poses), folder, args.pcutoff)
@@ -231,10 +237,8 @@ def cmd_labeled_video(args: argparse.Namespace) -> int:
 def cmd_label(args: argparse.Namespace) -> int:
     from poseloop.web.labeler import labeler_server
 
-    host, _, port = args.web.rpartition(":")
-    if not port.isdigit():
-        raise PoseloopError(f"--web: expected HOST:PORT, got {args.web!r}")
-    server = labeler_server(args.project, host or "127.0.0.1", int(port), scorer=args.scorer)
+    host, port = _host_port(args.web)
+    server = labeler_server(args.project, host, port, scorer=args.scorer)
     print("every change is saved at once; Ctrl-C stops the labeler")
     try:
         while True:
