@@ -235,7 +235,7 @@ def _number(cfg: dict, key: str, default: float, path: Path) -> float:
     return number
 
 
-def _header_rows(path: Path) -> int:
+def header_rows(path: Path) -> int:
     """How many header rows a CollectedData CSV has: 4 with an ``individuals`` row, else 3."""
     try:
         with open(path, newline="") as f:
@@ -253,7 +253,7 @@ def _read_table(path: Path, multi: bool) -> pd.DataFrame:
         if path.suffix == ".h5":
             df = pd.read_hdf(path)
         else:
-            rows = _header_rows(path)
+            rows = header_rows(path)
             df = pd.read_csv(path, header=list(range(rows)), index_col=None)
     except ProjectError:
         raise

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from poseloop.errors import ProjectError
+from poseloop.project import header_rows
 from poseloop.realtime.types import UNIQUE_INDIVIDUAL
 
 
@@ -46,10 +47,7 @@ def read_pose_table(path: str | Path) -> PoseTable:
         if path.suffix == ".h5":
             df = pd.read_hdf(path)
         else:
-            with open(path) as f:
-                second = (f.readline(), f.readline())[1].split(",", 1)[0].strip()
-            levels = 4 if second == "individuals" else 3
-            df = pd.read_csv(path, header=list(range(levels)), index_col=0)
+            df = pd.read_csv(path, header=list(range(header_rows(path))), index_col=0)
     except Exception as e:  # pandas raises many kinds for a file that is not a table
         raise ProjectError(f"{path}: not a readable pose table ({type(e).__name__}: {e})") from e
     if not isinstance(df, pd.DataFrame) or df.columns.nlevels not in (3, 4):
