@@ -67,6 +67,16 @@ class DeviceConfig(Strict):
         "long without a byte from the host (host died, cable out, loop hung); the host keeps "
         "it fed while the loop runs. None = off",
     )
+    timing: bool = Field(
+        default=False,
+        description="line protocol, reference firmware: stamp every output and the camera's "
+        "exposure strobe on the device's microsecond clock; each fired action's exposure -> "
+        "output latency goes into the events table (wiring: the firmware's README)",
+    )
+    sync_s: float = Field(
+        default=0.5, gt=0, le=60,
+        description="timing: seconds between TIME round trips that map the device's clock",
+    )
     outputs: dict[str, OutputConfig] = Field(default_factory=dict)
     all_off: list[CommandText] | None = Field(
         default=None,
@@ -100,6 +110,9 @@ class DeviceConfig(Strict):
             raise ValueError("ping_s needs protocol 'line' (raw firmware does not answer PING)")
         if self.watchdog_ms is not None and self.protocol != "line":
             raise ValueError("watchdog_ms needs protocol 'line' (the reference firmware)")
+        if self.timing and self.protocol != "line":
+            raise ValueError("timing needs protocol 'line' (the reference firmware stamps its "
+                             "outputs and the camera strobe)")
         return self
 
 

@@ -67,6 +67,10 @@ class DeviceEmulator:
         self._tripped = False
         #: How often the watchdog turned the outputs off.
         self.watchdog_trips = 0
+        self._timing = False  # TIMING 1: stamp outputs, report strobes (as the firmware)
+        self._strobes = 0
+        self._master = -1
+        self._write_lock = threading.Lock()
         self._fds: tuple[int, ...] = ()
         self._thread: threading.Thread | None = None
         self._linger_s = 0.0  # at stop: keep serving until the line is quiet this long
@@ -89,6 +93,8 @@ class DeviceEmulator:
             self._pulse_end_ns = [0] * self.channels
         # Holding the slave open keeps the master readable when the host closes its port.
         self._fds = (master, slave, stop_r, stop_w)
+        self._master = master
+        self._timing = False
         self._thread = threading.Thread(
             target=self._serve, args=(master, stop_r), name="device-emulator", daemon=True
         )
@@ -108,6 +114,8 @@ class DeviceEmulator:
         os.write(self._fds[3], b"x")
         self._thread.join()
         self._thread = None
+        with self._write_lock:
+            self._master = -1
         for fd in self._fds:
             os.close(fd)
         self._fds = ()
@@ -189,10 +197,25 @@ class DeviceEmulator:
                 text = bytes(line[:-1] if line.endswith(b"\r") else line)
                 self._log(t_ns, text)
                 reply = Reply("ERR", "line too long") if overflow else self._execute(text, t_ns)
-                with contextlib.suppress(OSError):  # nobody reading: the reply is dropped
-                    os.write(master, reply.encode())
+                self._send(master, reply)
                 line.clear()
                 overflow = False
+
+    def _send(self, master: int, reply: Reply) -> None:
+        with self._write_lock, contextlib.suppress(OSError):  # nobody reading: dropped
+            os.write(master, reply.encode())
+
+    def strobe(self) -> int:
+        """A rising edge on the camera-strobe input, now (call it when a frame is exposed):
+        reported as ``S <n> <us>`` with trigger timing on, as the firmware does. Returns its
+        stamp on this device's clock (us)."""
+        t_us = _clock_us(time.perf_counter_ns())
+        if self._timing:
+            with self._write_lock, contextlib.suppress(OSError):
+                if self._master >= 0:
+                    os.write(self._master, Reply("S", n=self._strobes, us=t_us).encode())
+            self._strobes += 1
+        return t_us
 
     def reset(self) -> None:
         """Reboot the board in place (as opening an Arduino's port does): every output off,
@@ -201,6 +224,7 @@ class DeviceEmulator:
             self._on = [False] * self.channels
             self._pulse_end_ns = [0] * self.channels
             self._watchdog_ns = 0
+            self._timing = False
 
     @property
     def watchdog_ms(self) -> int:
@@ -236,6 +260,11 @@ class DeviceEmulator:
             return Reply("ERR", "bad command")
         if cmd.verb == "PING":
             return Reply("PONG")
+        if cmd.verb == "TIME":
+            return Reply("TIME", us=_clock_us(time.perf_counter_ns()))
+        if cmd.verb == "TIMING":
+            self._timing, self._strobes = cmd.ms == 1, 0
+            return Reply("OK", text.decode("ascii"))
         if cmd.verb == "WATCHDOG":
             self._watchdog_ns = (cmd.ms or 0) * 1_000_000
             return Reply("OK", text.decode("ascii"))
@@ -246,7 +275,13 @@ class DeviceEmulator:
         with self._cond:
             self._on[ch] = cmd.verb == "ON"
             self._pulse_end_ns[ch] = t_ns + cmd.ms * 1_000_000 if cmd.ms else 0
-        return Reply("OK", text.decode("ascii"))
+        stamp = _clock_us(time.perf_counter_ns()) if self._timing else None
+        return Reply("OK", text.decode("ascii"), us=stamp)
+
+
+def _clock_us(t_ns: int) -> int:
+    """The emulated board's microsecond clock: perf_counter, wrapping at 2^32 us."""
+    return (t_ns // 1000) & 0xFFFFFFFF
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,10 +4,14 @@ Host to device, one ASCII line each, ending in ``\\n``: ``ON n`` and ``OFF n`` s
 high or low, ``PULSE n ms`` sets it high for ms milliseconds (timed on the device, so the
 host never waits), ``PING`` asks for ``PONG``, ``WATCHDOG ms`` (0 = off) makes the device
 turn every output off by itself when no byte has come from the host for ms milliseconds
-(the host died, the cable came out). The device answers every line with ``PONG``,
-``OK <the command>`` or ``ERR <reason>``. Firmware that speaks something else (for example
-DeepLabCut-Live's single-byte Teensy commands) is driven by commands written as hex bytes,
-``0x4C`` or ``0x4C 0x01``, which are sent verbatim.
+(the host died, the cable came out), ``TIMING 1`` (0 = off, the power-up state) turns on
+trigger timing and ``TIME`` asks for the device's microsecond clock. The device answers
+every line with ``PONG``, ``OK <the command>``, ``TIME <us>`` or ``ERR <reason>``; with
+timing on, ON/OFF/PULSE replies end with `` @<us>`` (when the pin was written) and each
+rising edge of the camera's exposure strobe is reported unasked as ``S <n> <us>``.
+Firmware that speaks something else (for example DeepLabCut-Live's single-byte Teensy
+commands) is driven by commands written as hex bytes, ``0x4C`` or ``0x4C 0x01``, which are
+sent verbatim.
 """
 
 from __future__ import annotations
@@ -23,10 +27,12 @@ MAX_LINE = 32  # bytes, newline excluded; the firmware's receive buffer
 
 PING = b"PING\n"
 
-_LINE = re.compile(r"(ON|OFF) (\d{1,3})|PULSE (\d{1,3}) (\d{1,5})|PING|WATCHDOG (\d{1,5})")
+_LINE = re.compile(
+    r"(ON|OFF) (\d{1,3})|PULSE (\d{1,3}) (\d{1,5})|PING|WATCHDOG (\d{1,5})|TIMING ([01])|TIME"
+)
 _HEX = re.compile(r"0x[0-9a-fA-F]{2}( 0x[0-9a-fA-F]{2})*")
 
-Verb = Literal["ON", "OFF", "PULSE", "PING", "WATCHDOG"]
+Verb = Literal["ON", "OFF", "PULSE", "PING", "WATCHDOG", "TIMING", "TIME"]
 
 
 @dataclass(frozen=True)
@@ -39,8 +45,10 @@ class Command:
 
     def encode(self) -> bytes:
         """The bytes on the wire, newline included."""
-        if self.verb == "PING":
-            return PING
+        if self.verb in ("PING", "TIME"):
+            return f"{self.verb}\n".encode("ascii")
+        if self.verb == "TIMING":
+            return f"TIMING {self.ms}\n".encode("ascii")
         if self.verb == "PULSE":
             return f"PULSE {self.channel} {self.ms}\n".encode("ascii")
         if self.verb == "WATCHDOG":
@@ -53,8 +61,8 @@ def parse_command(text: str) -> Command:
     m = _LINE.fullmatch(text)
     if m is None:
         raise ValueError(
-            f"{text!r} is not a command: expected 'ON n', 'OFF n', 'PULSE n ms', 'PING' or "
-            "'WATCHDOG ms' "
+            f"{text!r} is not a command: expected 'ON n', 'OFF n', 'PULSE n ms', 'PING', "
+            "'WATCHDOG ms', 'TIMING 0|1' or 'TIME' "
             "(upper case, single spaces), or hex bytes like '0x4C'"
         )
     if m.group(1):
@@ -66,7 +74,9 @@ def parse_command(text: str) -> Command:
         if ms > MAX_WATCHDOG_MS:
             raise ValueError(f"watchdog must be 0..{MAX_WATCHDOG_MS} ms (0 = off), got {ms}")
         return Command("WATCHDOG", ms=ms)
-    return Command("PING")
+    if m.group(6):
+        return Command("TIMING", ms=int(m.group(6)))
+    return Command("TIME" if text == "TIME" else "PING")
 
 
 def is_hex(text: str) -> bool:
@@ -83,14 +93,27 @@ def encode(text: str) -> bytes:
 
 @dataclass(frozen=True)
 class Reply:
-    """One line from a line-protocol device."""
+    """One line from a line-protocol device.
 
-    kind: Literal["PONG", "OK", "ERR"]
+    kind ``OK``: text is the command, ``us`` its output stamp (trigger timing) or None;
+    ``TIME``: ``us`` is the device clock; ``S``: strobe edge number ``n`` at ``us``.
+    """
+
+    kind: Literal["PONG", "OK", "ERR", "TIME", "S"]
     text: str = ""
+    us: int | None = None
+    n: int | None = None
 
     def encode(self) -> bytes:
         """The bytes on the wire, newline included."""
-        return (f"{self.kind} {self.text}" if self.text else self.kind).encode("ascii") + b"\n"
+        if self.kind == "TIME":
+            return f"TIME {self.us}\n".encode("ascii")
+        if self.kind == "S":
+            return f"S {self.n} {self.us}\n".encode("ascii")
+        text = f"{self.kind} {self.text}" if self.text else self.kind
+        if self.us is not None:
+            text += f" @{self.us}"
+        return text.encode("ascii") + b"\n"
 
 
 def parse_reply(line: bytes) -> Reply:
@@ -99,8 +122,19 @@ def parse_reply(line: bytes) -> Reply:
     kind, _, rest = text.partition(" ")
     if kind == "PONG" and not rest:
         return Reply("PONG")
-    if kind in ("OK", "ERR"):
-        return Reply(kind, rest)  # type: ignore[arg-type]
+    if kind == "OK":
+        command, at, stamp = rest.partition(" @")
+        if at and stamp.isdigit():
+            return Reply("OK", command, us=int(stamp))
+        return Reply("OK", rest)
+    if kind == "ERR":
+        return Reply("ERR", rest)
+    if kind == "TIME" and rest.isdigit():
+        return Reply("TIME", us=int(rest))
+    if kind == "S":
+        n, _, us = rest.partition(" ")
+        if n.isdigit() and us.isdigit():
+            return Reply("S", n=int(n), us=int(us))
     raise ValueError(f"not a reply: {text!r}")
 
 

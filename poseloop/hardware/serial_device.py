@@ -7,6 +7,11 @@ with ``write_timeout=0`` spins until the OS buffer has room, so it is used only 
 and configure the port.) A port that fails or vanishes is marked disconnected, reported
 once, and reopened by a background thread every ``retry_s``; nothing stale is re-sent.
 The same thread reads the device's replies and times PING round trips.
+
+With ``timing`` (reference firmware, line protocol) the device stamps its outputs and the
+camera's exposure strobe on its own microsecond clock: the engine traces each fired
+action (:meth:`SerialDevice.trace`) and gets it back with its exposure -> output latency
+(:meth:`SerialDevice.timed`); see :mod:`poseloop.hardware.trigger_timing`.
 """
 
 from __future__ import annotations
@@ -25,12 +30,16 @@ import serial
 
 from poseloop.hardware import protocol
 from poseloop.hardware.config import DeviceConfig, OutputConfig
+from poseloop.hardware.trigger_timing import TriggerTimer
+from poseloop.realtime.types import ActionRecord
 
 log = logging.getLogger(__name__)
 
 _CACHE_LIMIT = 4096  # distinct commands whose encoding and effect are remembered
 _REPLY_POLL_S = 0.01  # how often replies are read (and a silent disconnect noticed)
 _PONG_WAIT_NS = 1_000_000_000  # a PONG later than this is not waited for promptly
+_TIMING_ON = protocol.Command("TIMING", ms=1).encode()
+_TIME = protocol.Command("TIME").encode()
 
 
 @dataclass
@@ -62,6 +71,8 @@ class SerialDevice:
         watchdog_ms: int | None = None,
         outputs: Mapping[str, OutputConfig] | None = None,
         all_off: Sequence[str] | None = None,
+        timing: bool = False,
+        sync_s: float = 0.5,
     ) -> None:
         self.name = name
         self.port = port
@@ -99,6 +110,11 @@ class SerialDevice:
         self._stop = threading.Event()
         self._wake_r = self._wake_w = -1  # the background thread's wake-up pipe, made at open
         self._thread: threading.Thread | None = None
+        #: Trigger timing (``timing=True``): exposure strobes, output stamps, the clock map.
+        self.timer: TriggerTimer | None = TriggerTimer() if timing else None
+        self.sync_s = sync_s
+        self._time_t0 = -_PONG_WAIT_NS  # perf_counter_ns of the TIME awaiting its answer
+        self._prefix = f"{name}:"
 
     @classmethod
     def from_config(cls, cfg: DeviceConfig) -> SerialDevice:
@@ -125,11 +141,17 @@ class SerialDevice:
         """Turn off what was turned on (or send ``all_off``), then close the port."""
         if self._stop.is_set():
             return
-        self._stop.set()
         if self._thread is None:  # never opened: nothing was sent, nothing is held
             return
+        if self.timer is not None:  # the last traced actions' stamps are on their way
+            deadline = time.monotonic() + 0.2
+            while self.timer.pending and self._fd is not None and time.monotonic() < deadline:
+                time.sleep(_REPLY_POLL_S)
+        self._stop.set()
         self._wake()
         self._thread.join()
+        if self.timer is not None:
+            self.timer.flush()
         with self._lock:
             offs = self._all_off if self._all_off is not None else list(self._armed)
             if self.watchdog_ms:  # disarm it, or the next program would be cut off
@@ -182,10 +204,13 @@ class SerialDevice:
             f"retrying every {self.retry_s:g} s"
         )
 
-    def send(self, command: str | bytes) -> bool:
+    def send(self, command: str | bytes,
+             trace: tuple[ActionRecord, int] | None = None) -> bool:
         """Write a command without waiting; False when it was dropped (and counted).
 
-        ``command`` is a protocol string (``"ON 3"``, ``"0x4C"``) or the exact bytes."""
+        ``command`` is a protocol string (``"ON 3"``, ``"0x4C"``) or the exact bytes.
+        trace: (the fired action, its frame's capture time ns) to time, with ``timing``: it
+        comes back from :meth:`timed` with its exposure -> output latency."""
         data = command if isinstance(command, bytes) else self._encode(command)
         with self._lock:
             arm, disarm = self._effect(data)
@@ -193,7 +218,16 @@ class SerialDevice:
                 self._armed[arm] = None
             if disarm is not None:
                 self._armed.pop(disarm, None)
-            return self._write(data)
+            timer = self.timer
+            if trace is None or timer is None:
+                return self._write(data)
+            record, t_capture_ns = trace
+            # registered before the write: the reply may be read before write() returns
+            timer.trace(record, t_capture_ns, record.action.removeprefix(self._prefix))
+            sent = self._write(data)
+            if not sent:
+                timer.untrace(record)
+            return sent
 
     def keepalive(self) -> None:
         """The loop is alive: keep the device's watchdog fed (see ``watchdog_ms``).
@@ -202,6 +236,15 @@ class SerialDevice:
         the heartbeat stops and the device turns its outputs off by itself. Heartbeats are
         not commands: they count in ``counters.heartbeats``, not in ``sent``."""
         self._fed = time.monotonic()
+
+    @property
+    def timing(self) -> bool:
+        """True when this device stamps its outputs and the camera strobe."""
+        return self.timer is not None
+
+    def timed(self) -> Sequence[ActionRecord]:
+        """Traced actions resolved since the last call, timing filled in (NaN: unknown)."""
+        return self.timer.drain() if self.timer is not None else ()
 
     def switch(self, output: str, on: bool) -> bool:
         """Send a named output's on or off command (see ``DeviceConfig.outputs``)."""
@@ -336,12 +379,15 @@ class SerialDevice:
             self._serial, self._fd = ser, ser.fileno()
             if self.watchdog_ms:  # arm the device's watchdog on every (re)connection
                 self._write(self._arm, counted=False)
+            if self.timer is not None:
+                self._write(_TIMING_ON, counted=False)
         return True
 
     def _run(self) -> None:
         replies = bytearray()
         next_ping = time.monotonic() + (self.ping_s or 0)
         next_feed = time.monotonic() + (self._feed_s or 0)
+        next_sync = time.monotonic()
         while not self._stop.is_set():
             if self._fd is None:
                 self._reconnect()
@@ -356,10 +402,14 @@ class SerialDevice:
                 wait = min(wait, max(0.0, next_ping - time.monotonic()))
             if self._feed_s:
                 wait = min(wait, max(0.0, next_feed - time.monotonic()))
+            if self.timer is not None:
+                wait = min(wait, max(0.0, next_sync - time.monotonic()))
             # Replies are read every _REPLY_POLL_S, not as each arrives: a wake-up per reply
             # would take the GIL from the loop thread about once per command. Only a PONG
-            # is awaited promptly, so that its round trip is measured right.
-            awaiting = time.perf_counter_ns() - self._ping_t0 < _PONG_WAIT_NS
+            # or a TIME is awaited promptly, so that its round trip is measured right.
+            now_ns = time.perf_counter_ns()
+            awaiting = (now_ns - self._ping_t0 < _PONG_WAIT_NS
+                        or now_ns - self._time_t0 < _PONG_WAIT_NS)
             readable, writable, _ = select.select(
                 [fd, self._wake_r] if awaiting else [self._wake_r],
                 [fd] if want_write else [],
@@ -375,6 +425,11 @@ class SerialDevice:
             if self.ping_s and time.monotonic() >= next_ping:
                 next_ping = time.monotonic() + self.ping_s
                 self.ping()
+            if self.timer is not None and time.monotonic() >= next_sync:
+                next_sync = time.monotonic() + self.sync_s
+                with self._lock:
+                    self._time_t0 = time.perf_counter_ns()
+                    self._write(_TIME, counted=False)
             if self._feed_s and time.monotonic() >= next_feed:
                 next_feed = time.monotonic() + self._feed_s
                 if time.monotonic() - self._fed < 3 * self._feed_s:  # the loop is alive
@@ -441,6 +496,7 @@ class SerialDevice:
         except ValueError:
             log.debug("%s: ignoring %r", self.name, line)
             return
+        timer = self.timer
         if reply.kind == "PONG" and t_ns - self._ping_t0 < _PONG_WAIT_NS:
             self.rtt_ns = t_ns - self._ping_t0
             self._ping_t0 = -_PONG_WAIT_NS
@@ -450,6 +506,15 @@ class SerialDevice:
             if not self.last_reply_error:
                 log.warning("%s: device replied ERR %s", self.name, reply.text)
             self.last_reply_error = reply.text
+        elif timer is None or reply.us is None:
+            return
+        elif reply.kind == "S" and reply.n is not None:
+            timer.on_strobe(reply.n, reply.us)
+        elif reply.kind == "OK":
+            timer.on_stamp(reply.text, reply.us)
+        elif reply.kind == "TIME" and t_ns - self._time_t0 < _PONG_WAIT_NS:
+            timer.on_time(self._time_t0, t_ns, reply.us)
+            self._time_t0 = -_PONG_WAIT_NS
 
     def _wake(self) -> None:
         with contextlib.suppress(BlockingIOError):

@@ -19,8 +19,10 @@ flushes the sinks and lets the processors save.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -50,6 +52,7 @@ from poseloop.realtime.types import (
 )
 
 _now = time.perf_counter_ns
+_LATENCY_WINDOW = 100  # trigger latencies in the running median
 
 
 class LoopConfig(Strict):
@@ -147,6 +150,15 @@ class Engine:
         self._live = tuple(s for s in sinks if not getattr(s, "after_publish", False))
         self._late = tuple(s for s in sinks if getattr(s, "after_publish", False))
         self._actuator_list = tuple(actuators)
+        # Devices with trigger timing (send(command, trace=(record, t_capture_ns)), timed()):
+        # each fired action comes back with its exposure -> output latency, for the sinks
+        # with a timing(record) hook (the recorder's events table) and the processors.
+        self._timed = tuple(a for a in actuators if getattr(a, "timing", False))
+        self._timed_names = frozenset(a.name for a in self._timed)
+        self._timing_hooks = tuple(h for s in sinks if (h := getattr(s, "timing", None)))
+        self._latencies_us: deque[float] = deque(maxlen=_LATENCY_WINDOW)
+        #: Median exposure -> output latency of the last fired actions (ns), None until one.
+        self.trigger_latency_ns: int | None = None
         self._has_processors = bool(self.processors.processors)
         self._points = np.zeros(decoder.shape, np.float32)
         #: The decoder's unique bodyparts (U x 3, multi-animal models that have some).
@@ -215,6 +227,8 @@ class Engine:
         self._closed = True
         steps: list[tuple[str, Callable[[], object]]] = [
             (f"device {a.name}", a.close) for a in self._actuator_list if a in self._opened]
+        if self._timed:  # closing a device resolves its last traced actions
+            steps.append(("trigger timing", self._deliver_timing))
         if self._camera_open:
             steps.append(("camera", self.camera.close))
         steps += [(f"{s.name}", s.close) for s in self.sinks if s in self._opened]
@@ -267,6 +281,7 @@ class Engine:
             points = self.processors.process(
                 points, t_capture_ns=frame.t_capture_ns,
                 latency_ns=_now() - frame.t_capture_ns, frame_index=frame.index,
+                trigger_latency_ns=self.trigger_latency_ns,
             )
         data = points.copy()
         t_process = _now()
@@ -274,9 +289,11 @@ class Engine:
             events = self.last_events = self.rules.evaluate(data, frame.t_capture_ns,
                                                              frame.index)
             if events:
-                self._fire(events)
+                self._fire(events, frame.t_capture_ns)
         for actuator in self._actuator_list:
             actuator.keepalive()  # feeds the device watchdogs while the loop runs
+        if self._timed:
+            self._deliver_timing()
         t_rules = _now()
         pose = Pose(data, frame.index, frame.t_capture_ns, {
             "grab": t_grab, "preprocess": t_pre, "infer": t_infer, "decode": t_decode,
@@ -290,18 +307,38 @@ class Engine:
         self.stats.frames += 1
         return pose
 
-    def _fire(self, events: list) -> None:
-        """Carry out fired rules' actions (non-blocking device writes) and tell the sinks."""
+    def _fire(self, events: list, t_capture_ns: int) -> None:
+        """Carry out fired rules' actions (non-blocking device writes) and tell the sinks;
+        devices with trigger timing are asked to time each action they were sent."""
         for event in events:
             self.stats.events += 1
             for action in event.actions:
                 raw = action.raw
-                self.actuators[action.device].send(raw if raw is not None else action.command)
+                actuator = self.actuators[action.device]
                 text = action.command if raw is None else raw.hex()
                 record = ActionRecord(event.frame_index, event.rule, f"{action.device}:{text}",
                                       _now(), ",".join(event.animals))
+                command = raw if raw is not None else action.command
+                if action.device in self._timed_names:  # timed from before the write on
+                    actuator.send(command, trace=(record, t_capture_ns))  # type: ignore[call-arg]
+                else:
+                    actuator.send(command)
                 for sink in self.sinks:
                     sink.event(record)
+
+    def _deliver_timing(self) -> None:
+        """Hand the timed actions the devices resolved to the sinks' ``timing`` hooks and
+        keep the running median latency (the Kalman processor's ``latency_ms: measured``)."""
+        changed = False
+        for actuator in self._timed:
+            for record in actuator.timed():  # type: ignore[attr-defined]
+                for hook in self._timing_hooks:
+                    hook(record)
+                if not math.isnan(record.latency_us):
+                    self._latencies_us.append(record.latency_us)
+                    changed = True
+        if changed:
+            self.trigger_latency_ns = int(np.median(self._latencies_us) * 1000)
 
     def stop(self) -> None:
         """Ask :meth:`run` to stop after the frame in hand (thread- and signal-safe): the

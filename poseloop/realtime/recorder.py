@@ -22,7 +22,11 @@ appends the new rows to the files (all named at :meth:`Recorder.open`, from the 
   column per individual: the track id in that row of ``Pose.ids``, empty while it has none
   (-1). Missing values are empty cells.
 * ``<name><scorer>_events.csv``: fired rules' actions (``frame``, ``rule``, ``action``,
-  ``t_ns``), from :meth:`Recorder.event`.
+  ``t_ns``, ``animals``, ``t_exposure_us``, ``t_output_us``, ``latency_us``), from
+  :meth:`Recorder.event`; the last three (exposure strobe and output edge on the device's
+  microsecond clock, and the latency between them) come from :meth:`Recorder.timing` for
+  devices with trigger timing, ``nan`` elsewhere. An event row is written once its timing
+  came or ``EVENT_HOLD_S`` after it fired.
 
 The rows are formatted by this module, not by pandas (byte for byte what pandas'
 ``to_csv`` wrote before, so DeepLabCut's tools read the same files): the writer thread builds
@@ -56,7 +60,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from pydantic import Field
@@ -79,6 +83,14 @@ TIMING_COLUMNS = ("t_capture_ns", "t_device_ns", *STAGES, "dropped", "lost", "vi
 _STAGE_COLUMN = {stage: 2 + i for i, stage in enumerate(STAGES)}
 _DROPPED, _LOST, _VIDEO = (TIMING_COLUMNS.index(c) for c in ("dropped", "lost", "video_frame"))
 _STOP = object()
+#: How long an event row waits for its trigger timing before it is written without.
+EVENT_HOLD_S = 0.3
+
+
+class _Timed(NamedTuple):
+    """A fired action that came back from its device with its latency."""
+
+    record: ActionRecord
 _H5_KEY = "df_with_missing"
 COORDS = ("x", "y", "likelihood")
 #: The column levels of the poses table, single- and multi-animal (DeepLabCut's names).
@@ -318,6 +330,16 @@ class Recorder:
         except queue.Full:
             self.events_dropped += 1
 
+    def timing(self, action: ActionRecord) -> None:
+        """A recorded action's trigger timing (its exposure -> output latency), to fill in
+        its row of the events table; never waits (a full queue loses only the timing)."""
+        if not self._opened or self._closed or self.paused:
+            return
+        try:
+            self._queue.put_nowait(_Timed(action))
+        except queue.Full:
+            self.events_dropped += 1
+
     def _shape_error(self, pose: Pose) -> str:
         n, k, _ = self._shape
         return (f"frame {pose.frame_index}: a pose of shape {pose.points.shape} with ids of "
@@ -365,7 +387,9 @@ class Recorder:
             if record is _STOP:
                 break
             try:
-                if isinstance(record, ActionRecord):
+                if isinstance(record, _Timed):
+                    self._fill_timing(record.record)
+                elif isinstance(record, ActionRecord):
                     self._events.append(record)
                 elif record is not None:
                     self._store(record)
@@ -376,7 +400,7 @@ class Recorder:
             except Exception as e:  # a bug must not silently end the recording
                 self._fail(self.out_dir, f"writer thread: {e!r}")
         try:
-            self._flush()
+            self._flush(final=True)
             self._write_h5()
         except Exception as e:
             self._fail(self.out_dir, f"writer thread: {e!r}")
@@ -407,7 +431,26 @@ class Recorder:
         self._last_index = index
         self._n = n + 1
 
-    def _flush(self) -> None:
+    def _fill_timing(self, timed: ActionRecord) -> None:
+        """Put a timed action in place of its pending event row (gone: written without)."""
+        key = timed[:4]  # frame, rule, action, t_ns
+        for i, event in enumerate(self._events):
+            if event[:4] == key:
+                self._events[i] = timed
+                return
+
+    def _ready_events(self, final: bool) -> int:
+        """How many pending events to write now (in order): those up to the first that is
+        neither timed nor older than EVENT_HOLD_S; all of them at the end."""
+        if final:
+            return len(self._events)
+        oldest = time.perf_counter_ns() - int(EVENT_HOLD_S * 1e9)
+        for i, e in enumerate(self._events):
+            if e.t_ns >= oldest and math.isnan(e.t_output_us):
+                return i
+        return len(self._events)
+
+    def _flush(self, final: bool = False) -> None:
         """Append the pending rows to each file; forget the rows every file now holds."""
         n, base = self._n, self._base
         done = self._rows
@@ -416,8 +459,9 @@ class Recorder:
             self.rows_written = base + n
         if self._append("timing_csv", self._timing_rows(done["timing_csv"] - base, n)):
             done["timing_csv"] = base + n
-        if self._events and self._append("events_csv", _csv_text(self._events)):
-            self._events.clear()
+        ready = self._ready_events(final) if self._events else 0
+        if ready and self._append("events_csv", _csv_text(self._events[:ready])):
+            del self._events[:ready]
         # Rows every file holds are forgotten; the rest (after an error) move to the front.
         keep_from = min(done.values()) - base
         if keep_from:

@@ -11,6 +11,7 @@ single-animal model), K bodyparts, (x, y, likelihood) in full-frame pixels.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
@@ -118,6 +119,10 @@ class ActionRecord(NamedTuple):
 
     animals: the individuals whose poses made the rule hold, comma-separated (empty for a
     single-animal model).
+    t_exposure_us, t_output_us, latency_us: for a device with trigger timing (``timing:
+    true``), the frame's exposure strobe and the output's edge on the device's microsecond
+    clock, and their difference; NaN where not measured (see
+    :mod:`poseloop.hardware.trigger_timing`).
     """
 
     frame: int
@@ -125,6 +130,9 @@ class ActionRecord(NamedTuple):
     action: str
     t_ns: int
     animals: str = ""
+    t_exposure_us: float = math.nan
+    t_output_us: float = math.nan
+    latency_us: float = math.nan
 
 
 @runtime_checkable

@@ -16,7 +16,8 @@ from poseloop.realtime.types import Processor
 from poseloop.registry import Entry, Registry
 
 #: The kwargs every processor receives (see :mod:`poseloop.realtime.processors`).
-PROCESS_KWARGS = ("frame_time", "t_capture_ns", "latency_ns", "frame_index")
+PROCESS_KWARGS = ("frame_time", "t_capture_ns", "latency_ns", "frame_index",
+                  "trigger_latency_ns")
 
 #: Builds a processor from its validated config section and the model's pcutoff (the value
 #: of a ``pcutoff: None`` option).
@@ -54,9 +55,14 @@ class ProcessorChain:
                 warmup()
 
     def process(self, points: np.ndarray, *, t_capture_ns: int, latency_ns: int | None = None,
-                frame_index: int | None = None) -> np.ndarray:
+                frame_index: int | None = None,
+                trigger_latency_ns: int | None = None) -> np.ndarray:
         """The points after every processor (N x K x 3 float32; may be a processor's own
-        buffer, valid until the next call)."""
+        buffer, valid until the next call).
+
+        latency_ns: this frame's capture -> now; trigger_latency_ns: the median exposure ->
+        device output latency the devices measured (trigger timing), None until measured.
+        """
         if self._points.shape != points.shape:
             if points.ndim != 3 or points.shape[2] != 3:
                 raise ValueError(f"points are N x K x 3 (x, y, likelihood), got shape "
@@ -69,6 +75,7 @@ class ProcessorChain:
         kwargs["t_capture_ns"] = t_capture_ns
         kwargs["latency_ns"] = latency_ns
         kwargs["frame_index"] = frame_index
+        kwargs["trigger_latency_ns"] = trigger_latency_ns
         for p in self.processors:
             result = p.process(current, **kwargs)
             if result is not None:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import numpy as np
 from numba import njit
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from poseloop.config import Strict, validate
 from poseloop.errors import ConfigError
@@ -131,7 +131,19 @@ class KalmanConfig(Strict):
     """Latency compensation by Kalman forward prediction (see KalmanPredictor)."""
 
     type: Literal["kalman"] = "kalman"
-    latency_ms: float | None = Field(default=None, ge=0, description="None = each frame's measured")
+    latency_ms: float | Literal["measured"] | None = Field(
+        default=None,
+        description="prediction horizon: ms; None = each frame's capture -> now; 'measured' = "
+        "the median exposure -> output latency the devices' trigger timing measured (each "
+        "frame's capture -> now until there is one)",
+    )
+
+    @field_validator("latency_ms")
+    @classmethod
+    def _non_negative(cls, value: float | str | None) -> float | str | None:
+        if isinstance(value, float | int) and value < 0:
+            raise ValueError(f"latency_ms must be >= 0, got {value}")
+        return value
     order: Literal[1, 2] = 1
     pcutoff: float | None = Field(default=None, ge=0, le=1, description="None = model pcutoff")
     measurement_noise: float = Field(default=3.0, gt=0)
@@ -150,7 +162,8 @@ class KalmanPredictor:
     its raw row is passed through. The likelihood column is always the measured one.
 
     Built from a KalmanConfig, or from its fields as keywords (its defaults apply):
-    latency_ms: fixed prediction horizon; None uses each call's ``latency_ns``.
+    latency_ms: fixed prediction horizon; None uses each call's ``latency_ns``; "measured"
+        its ``trigger_latency_ns`` (exposure -> output, from the devices), else ``latency_ns``.
     measurement_noise: std (px) of the network's position error.
     process_noise: how fast the top derivative may change: its random walk's std after 1 s
         (px/s per sqrt(s) for order 1, px/s^2 per sqrt(s) for order 2).
@@ -167,7 +180,9 @@ class KalmanPredictor:
                               "pcutoff, or build it with make_processors from the model's")
         self.config = config
         self._order = config.order
-        self._latency_s = None if config.latency_ms is None else config.latency_ms * 1e-3
+        self._measured = config.latency_ms == "measured"
+        self._latency_s = (config.latency_ms * 1e-3 if isinstance(config.latency_ms, float | int)
+                           else None)
         self._pcutoff = config.pcutoff
         self._density = config.process_noise**2
         self._r2 = config.measurement_noise**2
@@ -204,6 +219,8 @@ class KalmanPredictor:
             raise ValueError("KalmanPredictor.process needs t_capture_ns (the frame's capture "
                              "time, perf_counter_ns)")
         latency_ns = kwargs.get("latency_ns")
+        if self._measured and kwargs.get("trigger_latency_ns") is not None:
+            latency_ns = kwargs["trigger_latency_ns"]
         if self._latency_s is not None:
             horizon = self._latency_s
         elif latency_ns is not None:

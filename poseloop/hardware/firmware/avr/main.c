@@ -1,7 +1,9 @@
 /*
  * poseloop reference device as plain AVR C for an ATmega328P at 16 MHz (Arduino Uno/Nano
  * wiring, no Arduino core): the same protocol core and pin mapping as the sketch.
- * UART 115200 8N1 with interrupt-driven receive and transmit rings, a 1 kHz Timer0 clock.
+ * UART 115200 8N1 with interrupt-driven receive and transmit rings, a 1 kHz Timer0 clock,
+ * a free-running Timer1 at 2 MHz for the microsecond clock, and the camera's exposure
+ * strobe on A0 (PC0, pin-change interrupt PCINT8), stamped in its interrupt.
  */
 #include <avr/interrupt.h>
 #include <avr/io.h>
@@ -14,13 +16,29 @@
 #define BAUD_TOL 3
 #include <util/setbaud.h>
 
-#define RING 64 /* bytes, a power of two */
+#if F_CPU != 16000000UL
+#error "the microsecond clock (Timer1 at clk/8) assumes F_CPU = 16 MHz"
+#endif
+
+#define RING 64     /* received bytes, a power of two */
+#define TX_RING 128 /* bytes to send: a stamped reply and a few strobe reports */
 
 static volatile uint32_t ms_count;
+static volatile uint32_t t1_overflows; /* Timer1 overflows: 65536 ticks = 32768 us each */
 static volatile uint8_t rx_buf[RING], rx_head, rx_tail;
-static volatile uint8_t tx_buf[RING], tx_head, tx_tail;
+static volatile uint8_t tx_buf[TX_RING], tx_head, tx_tail;
 
 ISR(TIMER0_COMPA_vect) { ms_count++; }
+
+ISR(TIMER1_OVF_vect) { t1_overflows++; }
+
+/* Strobe on PC0: a rising edge (exposure start) is stamped before anything else. */
+ISR(PCINT1_vect) {
+    uint32_t t = pl_board_micros();
+    if (PINC & _BV(PC0)) {
+        pl_strobe(t);
+    }
+}
 
 ISR(USART_RX_vect) {
     uint8_t c = UDR0;
@@ -37,7 +55,7 @@ ISR(USART_UDRE_vect) {
         return;
     }
     UDR0 = tx_buf[tx_tail];
-    tx_tail = (tx_tail + 1) & (RING - 1);
+    tx_tail = (tx_tail + 1) & (TX_RING - 1);
 }
 
 /* Channels 0..5 are PD2..PD7 (pins 2..7), channels 6..7 are PB0..PB1 (pins 8..9). */
@@ -57,15 +75,28 @@ uint32_t pl_board_millis(void) {
     return now;
 }
 
+uint32_t pl_board_micros(void) {
+    uint32_t high;
+    uint16_t low;
+    ATOMIC_BLOCK(ATOMIC_RESTORESTATE) {
+        low = TCNT1;
+        high = t1_overflows;
+        if ((TIFR1 & _BV(TOV1)) && low < 0x8000) {
+            high++; /* overflowed after interrupts were blocked, not yet counted */
+        }
+    }
+    return (high << 15) + (low >> 1); /* 2 ticks per us; wraps at 2^32 us */
+}
+
 void pl_board_reply(const char *line) {
     uint8_t len = (uint8_t)strlen(line);
-    uint8_t used = (tx_head - tx_tail) & (RING - 1);
-    if (len > RING - 1 - used) {
+    uint8_t used = (tx_head - tx_tail) & (TX_RING - 1);
+    if (len > TX_RING - 1 - used) {
         return; /* the host is not reading: drop the whole reply, never half of it */
     }
     while (*line) {
         tx_buf[tx_head] = (uint8_t)*line++;
-        tx_head = (tx_head + 1) & (RING - 1);
+        tx_head = (tx_head + 1) & (TX_RING - 1);
     }
     UCSR0B |= _BV(UDRIE0);
 }
@@ -89,6 +120,14 @@ int main(void) {
     TCCR0B = _BV(CS01) | _BV(CS00);  /* clk/64 */
     OCR0A = (uint8_t)(F_CPU / 64 / 1000 - 1);
     TIMSK0 = _BV(OCIE0A);
+
+    TCCR1A = 0;
+    TCCR1B = _BV(CS11); /* normal mode, clk/8: 2 MHz */
+    TIMSK1 = _BV(TOIE1);
+
+    DDRC &= (uint8_t)~_BV(PC0); /* strobe input (the camera drives it) */
+    PCMSK1 = _BV(PCINT8);
+    PCICR = _BV(PCIE1);
     sei();
 
     for (;;) {

@@ -1,9 +1,16 @@
 /*
- * poseloop reference device: parses and executes ON n, OFF n, PULSE n ms, PING and
- * WATCHDOG ms, and answers each line with PONG, "OK <line>" or "ERR <reason>" (the same
- * replies as poseloop.hardware.emulator). Pulses are timed with the board's millisecond
- * clock. With WATCHDOG ms (0 = off) set, ms milliseconds without a byte from the host turn
- * every output off: a host that died or lost its cable cannot leave a stimulus on.
+ * poseloop reference device: parses and executes ON n, OFF n, PULSE n ms, PING,
+ * WATCHDOG ms, TIMING 0|1 and TIME, and answers each line with PONG, "OK <line>",
+ * "TIME <us>" or "ERR <reason>" (the same replies as poseloop.hardware.emulator). Pulses
+ * are timed with the board's millisecond clock. With WATCHDOG ms (0 = off) set, ms
+ * milliseconds without a byte from the host turn every output off: a host that died or
+ * lost its cable cannot leave a stimulus on.
+ *
+ * Trigger timing (TIMING 1): every ON/OFF/PULSE reply ends with " @<us>", the microsecond
+ * clock right after the pin was written, and every rising edge of the camera's exposure
+ * strobe is reported as "S <n> <us>" (n counts edges from TIMING 1). Both are on the
+ * device's own clock, so exposure -> output latency needs no clock mapping; TIME tells the
+ * host that clock, to map strobes to its frames.
  */
 #include "poseloop_core.h"
 
@@ -17,6 +24,42 @@ static uint32_t pulse_end[PL_CHANNELS];
 static uint32_t watchdog_ms;  /* 0 = off */
 static uint32_t last_rx;      /* millis() of the last byte from the host */
 static uint8_t tripped;       /* the watchdog has turned the outputs off since that byte */
+static volatile uint8_t timing;  /* TIMING 1: stamp outputs, report strobes */
+static volatile uint32_t strobe_seq;
+static volatile uint32_t strobe_us[PL_STROBE_RING];
+static volatile uint32_t strobe_n[PL_STROBE_RING];
+static volatile uint8_t strobe_head, strobe_tail;
+
+/* v in decimal at p, NUL-terminated; returns the end. */
+static char *put_u32(char *p, uint32_t v) {
+    char digits[10];
+    uint8_t n = 0;
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n) {
+        *p++ = digits[--n];
+    }
+    *p = '\0';
+    return p;
+}
+
+static void reply_ok(uint32_t t_us, uint8_t stamped) {
+    char reply[PL_MAX_LINE + 18];
+    char *p;
+    strcpy(reply, "OK ");
+    strcat(reply, line);
+    p = reply + strlen(reply);
+    if (stamped) {
+        *p++ = ' ';
+        *p++ = '@';
+        p = put_u32(p, t_us);
+    }
+    *p++ = '\n';
+    *p = '\0';
+    pl_board_reply(reply);
+}
 
 static void set_output(uint8_t channel, uint8_t high) {
     pulsing[channel] = 0;
@@ -42,10 +85,25 @@ static void execute(void) {
     const char *p = line;
     int32_t channel;
     int32_t ms = 0;
-    char reply[PL_MAX_LINE + 5];
+    uint32_t t_us;
+    char reply[18];
 
     if (strcmp(line, "PING") == 0) {
         pl_board_reply("PONG\n");
+        return;
+    }
+    if (strcmp(line, "TIME") == 0) {
+        strcpy(reply, "TIME ");
+        strcat(put_u32(reply + 5, pl_board_micros()), "\n");
+        pl_board_reply(reply);
+        return;
+    }
+    if (strcmp(line, "TIMING 0") == 0 || strcmp(line, "TIMING 1") == 0) {
+        timing = 0; /* the strobe interrupt stops adding while the ring is reset */
+        strobe_head = strobe_tail = 0;
+        strobe_seq = 0;
+        timing = (uint8_t)(line[7] == '1');
+        reply_ok(0, 0);
         return;
     }
     if (strncmp(p, "WATCHDOG ", 9) == 0) {
@@ -56,10 +114,7 @@ static void execute(void) {
             return;
         }
         watchdog_ms = (uint32_t)ms;
-        strcpy(reply, "OK ");
-        strcat(reply, line);
-        strcat(reply, "\n");
-        pl_board_reply(reply);
+        reply_ok(0, 0);
         return;
     }
     if (strncmp(p, "ON ", 3) == 0) {
@@ -94,14 +149,26 @@ static void execute(void) {
         return;
     }
     set_output((uint8_t)channel, verb != OFF);
+    t_us = pl_board_micros();
     if (verb == PULSE) {
         pulse_end[channel] = pl_board_millis() + (uint32_t)ms;
         pulsing[channel] = 1;
     }
-    strcpy(reply, "OK ");
-    strcat(reply, line);
-    strcat(reply, "\n");
-    pl_board_reply(reply);
+    reply_ok(t_us, timing);
+}
+
+void pl_strobe(uint32_t t_us) {
+    uint8_t next;
+    if (!timing) {
+        return;
+    }
+    next = (uint8_t)((strobe_head + 1) & (PL_STROBE_RING - 1));
+    if (next != strobe_tail) { /* full: this edge goes unreported (a gap in n) */
+        strobe_us[strobe_head] = t_us;
+        strobe_n[strobe_head] = strobe_seq;
+        strobe_head = next;
+    }
+    strobe_seq++;
 }
 
 void pl_init(void) {
@@ -113,6 +180,8 @@ void pl_init(void) {
     overflow = 0;
     watchdog_ms = 0;
     tripped = 0;
+    timing = 0;
+    strobe_head = strobe_tail = 0;
 }
 
 void pl_receive(char c) {
@@ -142,6 +211,19 @@ void pl_receive(char c) {
 void pl_poll(void) {
     uint32_t now = pl_board_millis();
     uint8_t channel;
+    char report[25]; /* "S <n> <us>\n": at most 2 + 10 + 1 + 10 + 1 bytes and a NUL */
+    char *p;
+    while (strobe_tail != strobe_head) {
+        report[0] = 'S';
+        report[1] = ' ';
+        p = put_u32(report + 2, strobe_n[strobe_tail]);
+        *p++ = ' ';
+        p = put_u32(p, strobe_us[strobe_tail]);
+        *p++ = '\n';
+        *p = '\0';
+        pl_board_reply(report); /* dropped when the host does not read: a gap in n */
+        strobe_tail = (uint8_t)((strobe_tail + 1) & (PL_STROBE_RING - 1));
+    }
     if (watchdog_ms && !tripped && now - last_rx >= watchdog_ms) {
         tripped = 1;
         for (channel = 0; channel < PL_CHANNELS; channel++) {

@@ -2,24 +2,49 @@
  * Runs the AVR firmware in simavr with UART0 on a pseudo-terminal, for the tests.
  * Prints "PTY <slave path>" once the port is up, then "OUT <channel> <level> <ms>" at each
  * change of an output pin (ms of simulated time), and simulates until killed.
- * Build: make sim (needs libsimavr-dev). Usage: uart_pty_sim firmware.elf
+ * With a strobe period, a simulated camera drives the strobe input (PC0, Arduino A0) high
+ * for width_us every period_us and each rising edge is printed as "STROBE <n> <ms>": the
+ * truth the firmware's own exposure stamps are checked against.
+ * Build: make sim (needs libsimavr-dev).
+ * Usage: uart_pty_sim firmware.elf [strobe_period_us [strobe_width_us]]
  */
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "avr_ioport.h"
 #include "sim_avr.h"
 #include "sim_elf.h"
+#include "sim_time.h"
 #include "uart_pty.h"
 
 static avr_t *avr;
 static uart_pty_t uart;
+static avr_irq_t *strobe_pin;
+static uint32_t strobe_period_us, strobe_width_us, strobe_count;
+static int strobe_high;
+
+static double sim_ms(void) {
+    return (double)avr->cycle * 1000.0 / avr->frequency;
+}
+
+/* The simulated camera: high for width_us at the start of every period_us. */
+static avr_cycle_count_t on_strobe(struct avr_t *a, avr_cycle_count_t when, void *param) {
+    (void)param;
+    strobe_high = !strobe_high;
+    avr_raise_irq(strobe_pin, (uint32_t)strobe_high);
+    if (strobe_high) {
+        printf("STROBE %u %.4f\n", strobe_count++, sim_ms());
+        fflush(stdout);
+    }
+    return when + avr_usec_to_cycles(a, strobe_high ? strobe_width_us
+                                                    : strobe_period_us - strobe_width_us);
+}
 
 static void on_pin(struct avr_irq_t *irq, uint32_t value, void *channel) {
     (void)irq;
-    printf("OUT %d %u %.3f\n", (int)(intptr_t)channel, value,
-           (double)avr->cycle * 1000.0 / avr->frequency);
+    printf("OUT %d %u %.4f\n", (int)(intptr_t)channel, value, sim_ms());
     fflush(stdout);
 }
 
@@ -29,8 +54,15 @@ int main(int argc, char *argv[]) {
     int state;
 
     memset(&firmware, 0, sizeof(firmware));
-    if (argc != 2 || elf_read_firmware(argv[1], &firmware) != 0) {
-        fprintf(stderr, "usage: %s firmware.elf\n", argv[0]);
+    if (argc < 2 || argc > 4 || elf_read_firmware(argv[1], &firmware) != 0) {
+        fprintf(stderr, "usage: %s firmware.elf [strobe_period_us [strobe_width_us]]\n",
+                argv[0]);
+        return 2;
+    }
+    strobe_period_us = argc > 2 ? (uint32_t)strtoul(argv[2], NULL, 10) : 0;
+    strobe_width_us = argc > 3 ? (uint32_t)strtoul(argv[3], NULL, 10) : 100;
+    if (strobe_period_us && strobe_width_us >= strobe_period_us) {
+        fprintf(stderr, "the strobe width must be shorter than its period\n");
         return 2;
     }
     if (!firmware.mmcu[0]) {
@@ -51,6 +83,11 @@ int main(int argc, char *argv[]) {
         avr_irq_t *pin = avr_io_getirq(avr, AVR_IOCTL_IOPORT_GETIRQ(channel < 6 ? 'D' : 'B'),
                                        channel < 6 ? channel + 2 : channel - 6);
         avr_irq_register_notify(pin, on_pin, (void *)(intptr_t)channel);
+    }
+    if (strobe_period_us) {
+        strobe_pin = avr_io_getirq(avr, AVR_IOCTL_IOPORT_GETIRQ('C'), 0);
+        avr_raise_irq(strobe_pin, 0);
+        avr_cycle_timer_register_usec(avr, strobe_period_us, on_strobe, NULL);
     }
     uart_pty_init(avr, &uart);
     uart_pty_connect(&uart, '0');
