@@ -4,21 +4,25 @@ DeepLabCut-Live runs in its own virtual environment (created here on first use:
 ``deeplabcut-live[pytorch]==1.1.0`` with this machine's torch), in a worker process fed over
 a pipe. For each model, ``--frames`` openfield frames (640 x 480 BGR, as OpenCV decodes
 them) go through the contenders **in turns, frame by frame** (DLC-Live, poseloop fp32,
-poseloop int8, next frame): machine noise falls on all alike and only one runs at a time.
+poseloop int8, next frame): machine noise falls on all alike and only one runs at a time,
+with ``--gap-ms`` between calls (a camera's frame interval; it also lets torch's OpenMP
+threads, which spin for a while after each call, go idle before the next contender).
 Each side times its own per-frame call (the pipe is outside the timing):
 
 * DeepLabCut-Live: ``DLCLive.get_pose(frame)`` (BGR -> RGB, normalisation, torch model,
   argmax + locref), ``model_type="pytorch"``, CPU, ``torch.set_num_threads(threads)``;
 * poseloop: ``Engine.step(frame)`` (preprocess, ONNX Runtime with ``threads`` intra-op
-  threads, numba decode, mapping to full-frame pixels, the pose copy every sink gets).
+  threads, numba decode, mapping to full-frame pixels, the pose copy every sink gets); where
+  the ``openvino`` package is installed, also with ``runner.backend: openvino`` in bf16 (CPUs
+  with AMX / AVX512-BF16) and on the int8 file.
 
 Poses are compared with DeepLabCut-Live's (fp32: the same network, so they should agree to
-~1e-4 px; int8: the shared DLC3 models have random weights, so their int8 shift says
-nothing about accuracy — the int8 accuracy check on a trained model is the export's,
-``poseloop export RUN --int8``). Also prints fp32 inference as a fraction of this CPU's
-peak FLOP rate, from the model's multiply-accumulates.
+~1e-4 px; int8 and bf16: the shared DLC3 models have random weights, so their shift says
+nothing about accuracy — accuracy on a trained model: ``benchmarks/runtimes.py``). Also
+prints fp32 inference as a fraction of this CPU's peak FLOP rate, from the model's
+multiply-accumulates.
 
-    python benchmarks/vs_dlclive.py [--frames 40] [--threads 2] [--venv .venv-dlclive]
+    python benchmarks/vs_dlclive.py [--frames 40] [--threads 2] [--gap-ms 200]
 """
 
 from __future__ import annotations
@@ -159,15 +163,31 @@ def make_models(name: str, out: Path, frames_path: Path) -> tuple[Path, Path]:
     return fp32, int8
 
 
-def engine_for(model: Path, threads: int, size: tuple[int, int]):
+def engine_for(model: Path, threads: int, size: tuple[int, int], runner: dict | None = None):
     """An opened poseloop engine on ``model`` (warmed up for 640 x 480), no sinks."""
     from poseloop.realtime.benchmark import ReplayCamera
     from poseloop.realtime.builder import build_engine
     from poseloop.realtime.engine_config import EngineConfig
 
     blank = [np.zeros((size[1], size[0], 3), np.uint8)]
-    cfg = EngineConfig.model_validate({"model": str(model), "runner": {"intra_threads": threads}})
+    cfg = EngineConfig.model_validate({"model": str(model),
+                                       "runner": {"intra_threads": threads, **(runner or {})}})
     return build_engine(cfg, ReplayCamera(blank, 30.0)).open()
+
+
+def openvino_variants() -> dict[str, dict]:
+    """OpenVINO contenders where the package is installed (bf16 where the CPU has it)."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is None:
+        return {}
+    import openvino as ov
+
+    out = {}
+    if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        out["poseloop OV bf16"] = {"backend": "openvino", "precision": "bf16"}
+    out["poseloop OV int8"] = {"backend": "openvino"}
+    return out
 
 
 def stats(ns: list[int]) -> tuple[float, float, float]:
@@ -179,6 +199,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=40, help="frames per model (after warm-up)")
     ap.add_argument("--threads", type=int, default=2, help="torch / ONNX Runtime threads")
+    ap.add_argument("--gap-ms", type=float, default=200.0, help="pause between calls")
     ap.add_argument("--venv", default=str(ROOT / ".venv-dlclive"))
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     ap.add_argument("--out", default=str(ROOT / "runs" / "vs-dlclive"))
@@ -203,13 +224,19 @@ def main() -> None:
                 worker.ask(f"load {SHARED / 'models' / f'dlc3_{name}_openfield_random.pt'}")
                 engines = {"poseloop fp32": engine_for(fp32, args.threads, (w, h)),
                            "poseloop int8": engine_for(int8, args.threads, (w, h))}
+                for label, runner in openvino_variants().items():
+                    model = int8 if "int8" in label else fp32
+                    engines[label] = engine_for(model, args.threads, (w, h), runner)
                 times: dict[str, list[int]] = {"DeepLabCut-Live": [], **{k: [] for k in engines}}
                 poses: dict[str, list[np.ndarray]] = {k: [] for k in times}
+                gap = args.gap_ms / 1e3
                 for i in range(1, len(frames)):
+                    time.sleep(gap)
                     reply = worker.ask(f"pose {i}")
                     times["DeepLabCut-Live"].append(reply["ns"])
                     poses["DeepLabCut-Live"].append(np.array(reply["pose"], np.float32))
                     for label, engine in engines.items():
+                        time.sleep(gap)
                         t0 = time.perf_counter_ns()
                         pose = engine.step(Frame(frames[i], i, t0))
                         times[label].append(time.perf_counter_ns() - t0)
@@ -235,7 +262,9 @@ def main() -> None:
     for name, label, p50, p95, p99, ratio, dxy in rows:
         if label == "macs":
             continue
-        print(f"{name:<11s}{label:<17s}{p50:9.1f}{p95:9.1f}{p99:9.1f}{ratio:9.2f}x{dxy:27.2e}")
+        # int8/bf16 of random weights: the shift says nothing (see the module docstring)
+        shown = "(random weights)" if "int8" in label or "bf16" in label else f"{dxy:.2e}"
+        print(f"{name:<11s}{label:<17s}{p50:9.1f}{p95:9.1f}{p99:9.1f}{ratio:9.2f}x{shown:>27s}")
     print(f"\nfp32 inference vs this CPU's peak ({how} = {peak:.0f} GFLOP/s):")
     for name, label, p50, *_ in rows:
         if label == "poseloop fp32":

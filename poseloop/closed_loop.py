@@ -13,7 +13,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +63,11 @@ def _subscribe(endpoint: str, stop: threading.Event | None, conn=None) -> list[t
 
 @dataclass
 class LoopReport:
-    """Per-frame stage latencies (ns since capture), device and subscriber latencies."""
+    """Per-frame stage latencies (ns since capture), device and subscriber latencies.
+
+    device_extra_ns / subscriber_extra_ns: per frame, that path's latency minus the same
+    frame's inference: everything the loop adds to the network, frame by frame.
+    """
 
     stats: RunStats
     since_capture: dict[str, np.ndarray]
@@ -74,6 +78,8 @@ class LoopReport:
     truth_error_px: float | None
     commands_received: int
     events: int = 0
+    device_extra_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    subscriber_extra_ns: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def default_rule(width: int, mode: str = "edge") -> Rule:
@@ -107,7 +113,9 @@ def run_closed_loop(model: str | Path, frames: int, fps: float = 100.0,
         stamps = {k: np.zeros(n, np.int64)
                   for k in ("preprocess", "infer", "decode", "rules", "publish")}
         capture = np.zeros(n, np.int64)
+        frame_index = np.zeros(n, np.int64)
         fired_capture: list[int] = []
+        fired_row: list[int] = []
         errors: list[float] = []
         count = 0
 
@@ -116,10 +124,12 @@ def run_closed_loop(model: str | Path, frames: int, fps: float = 100.0,
             if count >= n:
                 return
             capture[count] = pose.t_capture_ns
+            frame_index[count] = pose.frame_index
             for k in stamps:
                 stamps[k][count] = pose.timings[k]
-            if engine.last_events:
-                fired_capture.extend(pose.t_capture_ns for _ in engine.last_events)
+            for _ in engine.last_events:
+                fired_capture.append(pose.t_capture_ns)
+                fired_row.append(count)
             if frame.truth is not None:
                 errors.append(float(np.nanmean(np.linalg.norm(
                     pose.points[0, :, :2] - frame.truth, axis=1))))
@@ -156,13 +166,17 @@ def run_closed_loop(model: str | Path, frames: int, fps: float = 100.0,
     k = min(len(pulses), len(fired_capture))
     since = {name: (stamps[name][:count] - capture[:count]) for name in stamps}
     infer_ns = stamps["infer"][:count] - stamps["preprocess"][:count]
+    device_ns = np.array(pulses[:k], np.int64) - np.array(fired_capture[:k], np.int64)
+    row_of = {int(f): i for i, f in enumerate(frame_index[:count])}
+    sub_rows = [(row_of[f], lat) for f, lat in received if f in row_of]
     return LoopReport(
-        stats=stats, since_capture=since, infer_ns=infer_ns,
-        device_ns=np.array(pulses[:k], np.int64) - np.array(fired_capture[:k], np.int64),
+        stats=stats, since_capture=since, infer_ns=infer_ns, device_ns=device_ns,
         subscriber_ns=np.array([lat for _, lat in received], np.int64),
         subscriber_received=len(received),
         truth_error_px=float(np.mean(errors)) if errors else None,
         commands_received=len(pulses), events=stats.events,
+        device_extra_ns=device_ns - infer_ns[np.array(fired_row[:k], np.int64)],
+        subscriber_extra_ns=np.array([lat - infer_ns[i] for i, lat in sub_rows], np.int64),
     )
 
 
@@ -181,6 +195,12 @@ def format_report(report: LoopReport) -> str:
             continue
         p50, p95, p99 = np.percentile(values / 1e6, [50, 95, 99])
         lines.append(f"{name:<22s}{len(values):>7d}{p50:9.3f}{p95:9.3f}{p99:9.3f}")
+    lines.append("\nper frame, that path minus the same frame's inference:")
+    for name, values in (("device got command", report.device_extra_ns),
+                         ("subscriber got pose", report.subscriber_extra_ns)):
+        if len(values):
+            p50, p95, p99 = np.percentile(values / 1e6, [50, 95, 99])
+            lines.append(f"{name:<22s}{len(values):>7d}{p50:9.3f}{p95:9.3f}{p99:9.3f}")
     s = report.stats
     lines.append(
         f"frames {s.frames} ({s.fps:.1f} fps, camera dropped {s.camera_dropped}); "

@@ -19,7 +19,7 @@ from poseloop.realtime.engine import Engine
 from poseloop.realtime.engine_config import EngineConfig
 from poseloop.realtime.preprocess import Preprocessor
 from poseloop.realtime.processors import make_processors
-from poseloop.realtime.runner import OrtRunner
+from poseloop.realtime.runner import make_runner
 from poseloop.realtime.sinks import SINKS
 from poseloop.realtime.tracker import AnimalTracker
 from poseloop.realtime.types import Camera, Decoder, Session, Sink
@@ -92,7 +92,7 @@ def rule_zones(rules: list[dict]) -> list[tuple[str, dict]]:
 def build_engine(config: EngineConfig, camera: Camera | None = None) -> Engine:
     """An Engine with every part of ``config`` (``camera`` replaces the configured one)."""
     model = model_file(config)
-    runner = OrtRunner.from_config(model, config.runner)
+    runner = make_runner(model, config.runner)
     spec = runner.spec
     actuators = make_actuators(config.devices)
     rules = RuleSet.compile(

@@ -14,18 +14,21 @@ its metadata, and binds the input frame and the output buffers so a frame alloca
 
 from __future__ import annotations
 
+import importlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import onnxruntime as ort
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from poseloop.config import Strict
 from poseloop.errors import FrameError, ModelError, ProviderError
 from poseloop.modelspec import INPUT_NAME, ModelSpec, check_io, open_session, output_names
+from poseloop.realtime.types import Runner
+from poseloop.registry import Registry
 
 #: Short provider names accepted in configs; full ORT names work too.
 PROVIDERS = {
@@ -52,8 +55,17 @@ def provider_name(name: str) -> str:
 
 
 class RunnerConfig(Strict):
-    """ONNX Runtime execution: providers in priority order, threads, TensorRT options."""
+    """Inference: the backend (ONNX Runtime, or OpenVINO on Intel CPUs), ONNX Runtime's
+    providers in priority order, threads, TensorRT and CUDA options."""
 
+    backend: str = Field(
+        default="onnxruntime",
+        description="onnxruntime, or openvino (Intel CPUs: bf16/int8 on AMX; pip install "
+        "'poseloop[openvino]')",
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        default="fp32", description="openvino: bf16 on CPUs with AMX / AVX512-BF16",
+    )
     providers: list[Literal["tensorrt", "cuda", "cpu"]] = Field(
         default_factory=lambda: ["cpu"], min_length=1
     )
@@ -67,6 +79,13 @@ class RunnerConfig(Strict):
     device_id: int = Field(default=0, ge=0)
     trt_cache_dir: str | None = Field(default=None, description="TensorRT engine cache folder")
     trt_fp16: bool = False
+
+    @model_validator(mode="after")
+    def _precision_needs_openvino(self) -> RunnerConfig:
+        if self.precision != "fp32" and self.backend != "openvino":
+            raise ValueError(f"precision {self.precision} needs backend 'openvino' (ONNX "
+                             f"Runtime: export an fp16/int8 model instead)")
+        return self
 
 
 class OrtRunner:
@@ -178,18 +197,6 @@ class OrtRunner:
             raise ProviderError(message)
         warnings.warn(message, stacklevel=3)
 
-    def _check(self, image: np.ndarray) -> np.ndarray:
-        """The image as N x H x W x 3 (a view), or FrameError naming what the model needs."""
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 \
-                or image.ndim not in (3, 4) or image.shape[-1] != 3 or 0 in image.shape:
-            got = (f"{image.dtype} array of shape {image.shape}"
-                   if isinstance(image, np.ndarray) else type(image).__name__)
-            raise FrameError(
-                f"{self.path.name} needs uint8 H x W x 3 (or N x H x W x 3) "
-                f"{self.spec.input_order} images; got a {got}"
-            )
-        return image if image.ndim == 4 else image[None]
-
     def _check_dims(self, shape: tuple[int, ...]) -> None:
         """FrameError unless ``shape`` fits the model's fixed input dimensions."""
         for axis, (want, have) in enumerate(zip(self._dims, shape, strict=True)):
@@ -205,7 +212,7 @@ class OrtRunner:
 
         On CPU the arrays are the runner's bound buffers: valid until the next call.
         """
-        x = self._check(image)
+        x = as_batch(image, self.path.name, self.spec.input_order)
         if not x.flags.c_contiguous:
             if self._staging is None or self._staging.shape != x.shape:
                 self._staging = np.empty(x.shape, np.uint8)
@@ -250,13 +257,47 @@ class OrtRunner:
         The default shape is the model's fixed input size, else its training image size.
         """
         if shape is None:
-            shape = _default_shape(self._dims, self.spec)
+            shape = default_shape(self._dims, self.spec)
         frame = np.zeros((1, *shape, 3), np.uint8)
         for _ in range(runs):
             self.run(frame)
 
 
-def _default_shape(dims: list[Any], spec: ModelSpec) -> tuple[int, int]:
+class ModelRunner(Runner, Protocol):
+    """A Runner that knows its model (what the builder needs of any backend)."""
+
+    spec: ModelSpec
+    outputs: tuple[str, ...]
+    providers: list[str]
+
+
+#: Inference backends by ``RunnerConfig.backend``: name -> factory(model path, config). A
+#: backend is one file that registers itself here (and is listed in BUILTIN_RUNNERS).
+RUNNERS: Registry[Callable[[Path, RunnerConfig], ModelRunner]] = Registry("runner backend")
+BUILTIN_RUNNERS = ("poseloop.realtime.openvino_runner",)
+
+
+def make_runner(model_path: str | Path, config: RunnerConfig) -> ModelRunner:
+    """The runner of ``config.backend`` (ConfigError listing the known ones if unknown)."""
+    for module in BUILTIN_RUNNERS:
+        importlib.import_module(module)
+    return RUNNERS[config.backend].factory(Path(model_path), config)
+
+
+def as_batch(image: np.ndarray, model_name: str, input_order: str) -> np.ndarray:
+    """The image as N x H x W x 3 (a view), or FrameError naming what the model needs."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 \
+            or image.ndim not in (3, 4) or image.shape[-1] != 3 or 0 in image.shape:
+        got = (f"{image.dtype} array of shape {image.shape}"
+               if isinstance(image, np.ndarray) else type(image).__name__)
+        raise FrameError(
+            f"{model_name} needs uint8 H x W x 3 (or N x H x W x 3) {input_order} images; "
+            f"got a {got}"
+        )
+    return image if image.ndim == 4 else image[None]
+
+
+def default_shape(dims: list[Any], spec: ModelSpec) -> tuple[int, int]:
     if isinstance(dims[1], int) and isinstance(dims[2], int):
         return dims[1], dims[2]
     if spec.image_size is not None:
@@ -274,3 +315,6 @@ def _trt_options(device_id: int, cache_dir: str | Path | None, fp16: bool,
     if workspace_bytes is not None:
         options["trt_max_workspace_size"] = workspace_bytes
     return options
+
+
+RUNNERS.register("onnxruntime")(OrtRunner.from_config)
