@@ -84,7 +84,8 @@ def main() -> None:
     print(f"\n{len(frames)} frames of {Path(args.video).name} ({w}x{h}), {args.threads} threads, "
           f"in turns; ms per Engine.step")
     print(f"{'variant':<26s}{'median':>8s}{'p95':>8s}{'p99':>8s}{'speed-up':>10s}"
-          f"{'median input':>15s}{'cropped':>9s}{'|dxy| px: median':>18s}{'p99':>7s}")
+          f"{'median input':>15s}{'cropped':>9s}{'|dxy| px: median':>18s}{'p99':>7s}"
+          f"{'> 10 px':>9s}")
     base = float(np.median(times["full frame"]))
     for name in engines:
         ms = np.array(times[name]) / 1e6
@@ -96,7 +97,7 @@ def main() -> None:
         d = np.linalg.norm(np.stack(poses[name])[..., :2] - full[..., :2], axis=-1)[seen]
         print(f"{name:<26s}{p50:8.2f}{p95:8.2f}{p99:8.2f}{base / 1e6 / p50:9.2f}x"
               f"{f'~{side:.0f}x{side:.0f}':>15s}{cropped:9.0%}{np.median(d):18.2f}"
-              f"{np.percentile(d, 99):7.2f}")
+              f"{np.percentile(d, 99):7.2f}{np.mean(d > 10):9.1%}")
 
 
 if __name__ == "__main__":

@@ -215,7 +215,7 @@ def pose(points: list[tuple[float, float, float]]) -> np.ndarray:
 @pytest.mark.parametrize("resize", [1.0, 0.5, 0.8])
 def test_dynamic_crop_follows_the_confident_bodyparts(resize: float) -> None:
     margin = 20.0
-    pre = Preprocessor(resize=resize, dynamic=(0.6, margin))
+    pre = Preprocessor(resize=resize, dynamic=(0.6, margin), dynamic_min_fraction=0.4)
     full = np.zeros((H, W, 3), np.uint8)
     image, t = pre.preprocess(frame(full))
     assert image.shape == (1, round(H * resize), round(W * resize), 3)  # no pose yet
@@ -252,9 +252,38 @@ def test_dynamic_crop_is_clipped_to_the_frame_and_static_crop() -> None:
     pre.update(pose([(110.0, 290.0, 0.9), (390.0, 110.0, 0.9)]))
     image, t = pre.preprocess(frame(full))
     assert (t.x0, t.y0, image.shape[2], image.shape[1]) == (100, 100, 300, 200)  # whole crop
+    pre = Preprocessor(crop=(100, 400, 100, 300), dynamic=(0.5, 30.0))
     pre.update(pose([(500.0, 400.0, 0.9)]))  # outside the static crop: use all of it
     image, t = pre.preprocess(frame(full))
     assert (t.x0, t.y0, image.shape[2], image.shape[1]) == (100, 100, 300, 200)
     off = Preprocessor(dynamic=None)
     off.update(pose([(5.0, 470.0, 0.9)]))
     assert off.preprocess(frame(full))[0].shape == (1, H, W, 3)
+
+
+def region(pre: Preprocessor) -> tuple[float, float, float, float]:
+    """(x1, x2, y1, y2) of the next crop, in full-frame pixels."""
+    image, t = pre.preprocess(frame(np.zeros((H, W, 3), np.uint8)))
+    return t.x0, t.x0 + image.shape[2] / t.sx, t.y0, t.y0 + image.shape[1] / t.sy
+
+
+def test_dynamic_crop_keeps_room_for_bodyparts_that_drop_out_and_refinds_a_lost_animal() -> None:
+    """The failure DeepLabCut-Live's dynamic crop has: two of four bodyparts fall below
+    pcutoff, the box closes in on the other two and never sees the animal whole again."""
+    pre = Preprocessor(dynamic=(0.6, 10.0))
+    whole = [(100.0, 100.0, 0.9), (200.0, 100.0, 0.9), (100.0, 160.0, 0.9), (200.0, 160.0, 0.9)]
+    pre.update(pose(whole))
+    assert region(pre) == pytest.approx(region(pre))
+    x1, x2, y1, y2 = region(pre)
+    assert x1 <= 90 and x2 >= 210 and y1 <= 90 and y2 >= 170
+    half = [(100.0, 100.0, 0.9), (110.0, 105.0, 0.9), (100.0, 160.0, 0.3), (200.0, 160.0, 0.2)]
+    pre.update(pose(half))  # the box keeps the animal's extent around the confident half
+    x1, x2, y1, y2 = region(pre)
+    assert x2 - x1 >= 118 and y2 - y1 >= 78
+    pre.update(pose([(100.0, 100.0, 0.9), (1.0, 1.0, 0.1), (1.0, 1.0, 0.1), (1.0, 1.0, 0.1)]))
+    assert region(pre) == (0, W, 0, H)  # one of four: lost, the whole frame is searched
+    # per animal seen: a second, absent animal (all NaN) does not count against the first
+    two = np.full((2, 4, 3), np.nan, np.float32)
+    two[0] = pose(whole)
+    pre.update(two)
+    assert region(pre) != (0, W, 0, H)

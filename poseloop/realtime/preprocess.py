@@ -29,6 +29,8 @@ ALIGN = 32
 #: Smallest network input side: the backbones downsample by up to 32.
 MIN_SIDE = 32
 _MAX_BUFFERS = 32
+#: Per frame, how much of the animals' remembered extent the dynamic crop keeps.
+_EXTENT_KEEP = 0.98
 
 # (channels of the frame, model input order) -> cv2 conversion code (None: already right)
 _CONVERSIONS = {
@@ -51,6 +53,11 @@ class PreprocessConfig(Strict):
         default=None, ge=0, le=1, description="None = model pcutoff"
     )
     dynamic_margin: float = Field(default=20.0, ge=0, description="pixels around the bodyparts")
+    dynamic_min_fraction: float = Field(
+        default=0.5, ge=0, le=1,
+        description="fewer confident bodyparts than this (per animal seen): search the next "
+        "frame whole, so a crop that lost the animal finds it again",
+    )
 
 
 class Preprocessor:
@@ -62,7 +69,10 @@ class Preprocessor:
     dynamic: None, or (pcutoff, margin): crop around the bodyparts (of every individual) of
         the last pose given to :meth:`update` whose likelihood >= pcutoff, widened by
         ``margin`` pixels and clipped to the frame (or the static crop); the full frame while
-        no bodypart is confident.
+        fewer than ``dynamic_min_fraction`` of the bodyparts of the animals seen are
+        confident. The box is never smaller than the animals' recent extent (the largest
+        box of their confident bodyparts, fading by 2 % a frame): when some bodyparts drop
+        below pcutoff the crop keeps room for them instead of closing in on the rest.
 
     The live engine builds it with :meth:`from_config` (``PreprocessConfig`` holds the
     defaults of every option).
@@ -75,6 +85,7 @@ class Preprocessor:
         resize: float = 1.0,
         crop: tuple[int, int, int, int] | None = None,
         dynamic: tuple[float, float] | None = None,
+        dynamic_min_fraction: float = 0.5,
     ):
         if input_order not in INPUT_ORDERS:
             raise ConfigError(f"input_order must be one of {INPUT_ORDERS}, got {input_order!r}")
@@ -88,7 +99,9 @@ class Preprocessor:
         self.scale = float(input_scale) * float(resize)
         self.crop = crop
         self.dynamic = None if dynamic is None else (float(dynamic[0]), float(dynamic[1]))
+        self.dynamic_min_fraction = float(dynamic_min_fraction)
         self._box: tuple[float, float, float, float] | None = None
+        self._extent = (0.0, 0.0)  # the animals' recent width and height (confident parts)
         self._frame_shape: tuple[int, ...] = ()
         self._buffers: dict[tuple[int, ...], np.ndarray] = {}
         self._transform_key: tuple[int, ...] = ()
@@ -102,7 +115,8 @@ class Preprocessor:
         if cfg.dynamic:
             pcutoff = spec.pcutoff if cfg.dynamic_pcutoff is None else cfg.dynamic_pcutoff
             dynamic = (pcutoff, cfg.dynamic_margin)
-        return cls(spec.input_order, spec.input_scale, cfg.resize, cfg.crop, dynamic)
+        return cls(spec.input_order, spec.input_scale, cfg.resize, cfg.crop, dynamic,
+                   cfg.dynamic_min_fraction)
 
     def update(self, points: np.ndarray) -> None:
         """Remember where the animals are (N x K x 3 or K x 3, full-frame pixels) for dynamic
@@ -110,14 +124,22 @@ class Preprocessor:
         if self.dynamic is None:
             return
         pcutoff, margin = self.dynamic
-        rows = points.reshape(-1, points.shape[-1])
-        seen = (rows[:, 2] >= pcutoff) & np.isfinite(rows[:, 0]) & np.isfinite(rows[:, 1])
-        if not seen.any():
-            self._box = None
+        animals = points.reshape(-1, *points.shape[-2:])  # N x K x 3 (K x 3: one animal)
+        seen = (animals[..., 2] >= pcutoff) & np.isfinite(animals[..., 0]) \
+            & np.isfinite(animals[..., 1])
+        present = seen.any(axis=1)
+        if not present.any() or seen.sum() < self.dynamic_min_fraction * present.sum() * \
+                animals.shape[1]:
+            self._box = None  # lost (or nearly): search the whole frame next
             return
-        xs, ys = rows[seen, 0], rows[seen, 1]
-        self._box = (float(xs.min()) - margin, float(xs.max()) + margin + 1.0,
-                     float(ys.min()) - margin, float(ys.max()) + margin + 1.0)
+        xs, ys = animals[seen, 0], animals[seen, 1]
+        x1, x2, y1, y2 = float(xs.min()), float(xs.max()), float(ys.min()), float(ys.max())
+        w = max(x2 - x1, _EXTENT_KEEP * self._extent[0])
+        h = max(y2 - y1, _EXTENT_KEEP * self._extent[1])
+        self._extent = (w, h)
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        self._box = (cx - w / 2 - margin, cx + w / 2 + margin + 1.0,
+                     cy - h / 2 - margin, cy + h / 2 + margin + 1.0)
 
     def preprocess(self, frame: Frame) -> tuple[np.ndarray, FrameTransform]:
         """The graph input for ``frame`` and the transform from its pixels to full-frame ones.
