@@ -91,12 +91,13 @@ class FakeDecoder:
     def warmup(self) -> None:
         pass
 
-    def decode(self, outputs: Sequence[np.ndarray], out: np.ndarray) -> np.ndarray:
+    def decode(self, outputs: Sequence[np.ndarray], out: np.ndarray,
+               transform: FrameTransform | None = None) -> np.ndarray:
         image = outputs[0][0, :, :, 0]
         iy, ix = np.unravel_index(np.argmax(image), image.shape)
         out[0] = [[ix, iy, 0.9], [ix, iy + 1, 0.9]]
         out[1] = [[image.shape[1] - 1 - ix, iy, 0.8], [0, 0, 0.1]]
-        return out
+        return out if transform is None else transform.to_full(out)
 
 
 class SwapTracker:

@@ -28,6 +28,7 @@ from numba import njit
 from poseloop.errors import ModelError
 from poseloop.heatmap import LIKELIHOOD_MODES, HeatmapSpec
 from poseloop.modelspec import ModelSpec
+from poseloop.realtime.transform import FrameTransform, map_to_full
 from poseloop.realtime.types import Decoder
 from poseloop.registry import Registry
 
@@ -123,6 +124,28 @@ def decode_peaks(
     return out
 
 
+@njit(cache=True, nogil=True)
+def decode_peaks_full(
+    scoremap: np.ndarray,
+    locref: np.ndarray,
+    stride: float,
+    offset: float,
+    locref_stdev: float,
+    mode: int,
+    x0: float,
+    y0: float,
+    sx: float,
+    sy: float,
+    out: np.ndarray,
+) -> np.ndarray:
+    """:func:`decode_peaks`, then mapped to full-frame pixels (FrameTransform x0, y0, sx, sy)
+    in the same call: the live loop's decode is one dispatch, made while the caches are
+    still cold from inference (each Python-level call there costs ~20 us, not ~1)."""
+    decode_peaks(scoremap, locref, stride, offset, locref_stdev, mode, out)
+    map_to_full(out, x0, y0, sx, sy)
+    return out
+
+
 def decode_peaks_numpy(
     scoremap: np.ndarray,
     locref: np.ndarray,
@@ -186,6 +209,7 @@ class PeakDecoder:
         self.locref_stdev = float(heat.locref_stdev)
         self.mode = MODES[heat.likelihood]
         self._kernel = decode_peaks if use_numba else decode_peaks_numpy
+        self._full = decode_peaks_full if use_numba else None
         self._checked: tuple | None = None
 
     def warmup(self) -> None:
@@ -193,9 +217,15 @@ class PeakDecoder:
         self._kernel(np.zeros((1, 2, 2), np.float32), np.zeros((2, 2, 2), np.float32),
                      self.stride, self.offset, self.locref_stdev, self.mode,
                      np.empty((1, 3), np.float32))
+        if self._full is not None:
+            self._full(np.zeros((1, 2, 2), np.float32), np.zeros((2, 2, 2), np.float32),
+                       self.stride, self.offset, self.locref_stdev, self.mode, 0.0, 0.0, 1.0,
+                       1.0, np.empty((1, 3), np.float32))
 
-    def decode(self, outputs: Sequence[np.ndarray], out: np.ndarray) -> np.ndarray:
-        """Decode ([1 x] K x h x w scoremap, [1 x] 2K x h x w locref) into out (1 x K x 3)."""
+    def decode(self, outputs: Sequence[np.ndarray], out: np.ndarray,
+               transform: FrameTransform | None = None) -> np.ndarray:
+        """Decode ([1 x] K x h x w scoremap, [1 x] 2K x h x w locref) into out (1 x K x 3):
+        graph-input pixels, or full-frame pixels through ``transform``."""
         scoremap, locref = outputs[0], outputs[1]
         key = (scoremap.shape, locref.shape, out.shape, out.dtype)
         if key != self._checked:
@@ -203,8 +233,15 @@ class PeakDecoder:
             self._checked = key
         if scoremap.ndim == 4:
             scoremap, locref = scoremap[0], locref[0]
+        if transform is not None and self._full is not None:
+            t = transform
+            self._full(_float32(scoremap), _float32(locref), self.stride, self.offset,
+                       self.locref_stdev, self.mode, t.x0, t.y0, t.sx, t.sy, out[0])
+            return out
         self._kernel(_float32(scoremap), _float32(locref), self.stride, self.offset,
                      self.locref_stdev, self.mode, out[0])
+        if transform is not None:
+            transform.to_full(out)
         return out
 
 

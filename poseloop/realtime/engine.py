@@ -268,11 +268,8 @@ class Engine:
         t_pre = _now()
         outputs = self.runner.run(image)
         t_infer = _now()
-        points = self.decoder.decode(outputs, self._points)
-        transform.to_full(points)
+        points = self.decoder.decode(outputs, self._points, transform)
         unique = self._unique
-        if unique is not None:
-            transform.to_full(unique)
         if self.tracker is not None:
             self.tracker.update(points, self._ids, frame.t_capture_ns)
         t_decode = _now()

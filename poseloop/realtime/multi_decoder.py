@@ -22,6 +22,7 @@ from poseloop.modelspec import ModelSpec, output_names
 from poseloop.realtime.assembly import assemble, tree_order
 from poseloop.realtime.decoder import DECODERS, MODES, _float32, _likelihood, decode_peaks
 from poseloop.realtime.peaks import find_peaks, find_peaks_numpy, raw_threshold
+from poseloop.realtime.transform import FrameTransform
 
 #: Peaks below this likelihood are not candidates for any animal.
 PEAK_THRESHOLD = 0.1
@@ -132,8 +133,10 @@ class MultiAnimalDecoder:
             blank.append(np.zeros((1, self.shape[0], 4, 4), np.float32))
         self.decode(blank, np.zeros(self.shape, np.float32))
 
-    def decode(self, outputs: Sequence[np.ndarray], out: np.ndarray) -> np.ndarray:
-        """Decode one image's outputs into ``out`` (N x K x 3, rows strongest first)."""
+    def decode(self, outputs: Sequence[np.ndarray], out: np.ndarray,
+               transform: FrameTransform | None = None) -> np.ndarray:
+        """Decode one image's outputs into ``out`` (N x K x 3, rows strongest first) and
+        ``unique``: graph-input pixels, or full-frame pixels through ``transform``."""
         if len(outputs) < len(self.outputs):
             raise ModelError(f"multi-animal decoding needs outputs {self.outputs}, got "
                              f"{len(outputs)} arrays")
@@ -153,4 +156,8 @@ class MultiAnimalDecoder:
         if self.identity is not None:
             self._identity(maps[3], self.cells, self.member, self.ranked, self.found,
                            self.identity)
+        if transform is not None:
+            transform.to_full(out)
+            if self.unique is not None:
+                transform.to_full(self.unique)
         return out

@@ -106,6 +106,8 @@ class Preprocessor:
         self._buffers: dict[tuple[int, ...], np.ndarray] = {}
         self._transform_key: tuple[int, ...] = ()
         self._transform = FrameTransform()
+        # (frame shape, transform) when such frames go to the network untouched
+        self._passthrough: tuple[tuple[int, ...], FrameTransform] | None = None
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, config: PreprocessConfig | None = None) -> Preprocessor:
@@ -148,6 +150,10 @@ class Preprocessor:
         a static crop that does not fit the frame.
         """
         src = _source(frame)
+        passthrough = self._passthrough
+        if passthrough is not None and self._box is None and src.shape == passthrough[0] \
+                and src.flags.c_contiguous:
+            return src[None], passthrough[1]  # the whole frame as it is: the common case
         if src.shape != self._frame_shape:
             self._check_frame(frame, src)
         x1, x2, y1, y2 = self._region(src.shape[1], src.shape[0])
@@ -158,6 +164,8 @@ class Preprocessor:
         view = src[y1:y2, x1:x2]
         transform = self._transform_for(x1, y1, cw, ch, ow, oh)
         if conversion is None and (ow, oh) == (cw, ch) and view.flags.c_contiguous:
+            if (x1, y1, cw, ch) == (0, 0, src.shape[1], src.shape[0]):
+                self._passthrough = (src.shape, transform)
             return view[None], transform
         out = self._buffer((1, oh, ow, 3))
         if (ow, oh) == (cw, ch):

@@ -10,7 +10,8 @@ from numba import njit
 
 
 @njit(cache=True, nogil=True)
-def _to_full(rows: np.ndarray, x0: float, y0: float, sx: float, sy: float) -> None:
+def map_to_full(rows: np.ndarray, x0: float, y0: float, sx: float, sy: float) -> None:
+    """R x >= 2 rows (x, y first) from network-input to full-frame pixels, in place."""
     for i in range(rows.shape[0]):
         rows[i, 0] = (rows[i, 0] + 0.5) / sx - 0.5 + x0
         rows[i, 1] = (rows[i, 1] + 0.5) / sy - 0.5 + y0
@@ -40,5 +41,5 @@ class FrameTransform:
             xy[..., 0] = (xy[..., 0] + 0.5) / self.sx - 0.5 + self.x0
             xy[..., 1] = (xy[..., 1] + 0.5) / self.sy - 0.5 + self.y0
             return xy
-        _to_full(rows, float(self.x0), float(self.y0), float(self.sx), float(self.sy))
+        map_to_full(rows, float(self.x0), float(self.y0), float(self.sx), float(self.sy))
         return xy

@@ -178,7 +178,9 @@ class Runner(Protocol):
 
 @runtime_checkable
 class Decoder(Protocol):
-    """Maps one image's network outputs to N x K x 3 points (graph-input pixels) in ``out``.
+    """Maps one image's network outputs to N x K x 3 points in ``out``: graph-input pixels,
+    or full-frame pixels through ``transform`` (applied inside the decoder's kernel where it
+    can be: the live loop's decode then costs one call).
 
     ``shape`` is (N, K, 3), the shape of ``out``.
     """
@@ -187,7 +189,8 @@ class Decoder(Protocol):
 
     def warmup(self) -> None: ...
 
-    def decode(self, outputs: Sequence[np.ndarray], out: np.ndarray) -> np.ndarray: ...
+    def decode(self, outputs: Sequence[np.ndarray], out: np.ndarray,
+               transform: FrameTransform | None = None) -> np.ndarray: ...
 
 
 @runtime_checkable
