@@ -37,7 +37,13 @@ class GrabThread:
         self.grabbed = 0
         self.dropped = 0
         self.delivered = 0
-        self._cond = threading.Condition()
+        self._cond = threading.Lock()  # guards the state below; held only briefly
+        # A lock used as a one-shot signal: released when there is news for get() (a frame,
+        # the end, an error, an interrupt). One futex wait and wake per frame, where a
+        # Condition allocates a waiter lock and takes its own lock twice more.
+        self._signal = threading.Lock()
+        self._signal.acquire()
+        self._signaled = False
         self._slot: Frame | None = None
         self._held: Frame | None = None
         self._free: list[np.ndarray] = []
@@ -76,7 +82,7 @@ class GrabThread:
                             self._free.append(self._slot.image)
                         self._slot = frame
                         self.grabbed += 1
-                    self._cond.notify_all()
+                    self._notify()
                 if frame is None:
                     return
         except Exception as e:  # the thread must hand every failure to the consumer
@@ -85,13 +91,25 @@ class GrabThread:
             )
             with self._cond:
                 self._error = error
-                self._cond.notify_all()
+                self._notify()
+
+    def _notify(self) -> None:
+        """Wake get() (call with ``_cond`` held)."""
+        if not self._signaled:
+            self._signaled = True
+            self._signal.release()
+
+    def _reset_signal(self) -> None:
+        """Consume a pending signal (call with ``_cond`` held)."""
+        if self._signaled:
+            self._signal.acquire(blocking=False)
+            self._signaled = False
 
     def interrupt(self) -> None:
         """Make :meth:`get` return None from now on, at once (safe from a signal handler)."""
         with self._cond:
             self._interrupted = True
-            self._cond.notify_all()
+            self._notify()
 
     def get(self, timeout: float | None = None) -> Frame | None:
         """The newest frame not yet returned; None at the end of the stream or once
@@ -101,30 +119,36 @@ class GrabThread:
         seconds (default: the thread's ``timeout_s``).
         """
         timeout = self.timeout_s if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         with self._cond:
             if self._held is not None:
                 self._free.append(self._held.image)
                 self._held = None
-            deadline = time.monotonic() + timeout
-            while self._slot is None or self._interrupted:
+        while True:
+            with self._cond:
+                self._reset_signal()
                 if self._interrupted:
                     return None
+                frame = self._slot
+                if frame is not None:
+                    self._slot = None
+                    self._held = frame
+                    self._last_index = frame.index
+                    self.delivered += 1
+                    return frame
                 if self._error is not None:
                     raise self._error
                 if self._ended:
                     return None
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise CameraError(
-                        f"{self.camera!r}: no frame for {timeout:g} s after frame "
-                        f"{self._last_index} (camera stalled or disconnected?)"
-                    )
-                self._cond.wait(remaining)
-            frame, self._slot = self._slot, None
-            self._held = frame
-            self._last_index = frame.index
-            self.delivered += 1
-            return frame
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CameraError(
+                    f"{self.camera!r}: no frame for {timeout:g} s after frame "
+                    f"{self._last_index} (camera stalled or disconnected?)"
+                )
+            if self._signal.acquire(timeout=remaining):
+                with self._cond:
+                    self._signaled = False
 
     def stop(self, timeout: float | None = None) -> bool:
         """Stop reading; True once the thread has ended, so the camera may be closed.
@@ -135,7 +159,7 @@ class GrabThread:
         """
         with self._cond:
             self._stopping = True
-            self._cond.notify_all()
+            self._notify()
         timeout = self.timeout_s if timeout is None else timeout
         self._thread.join(timeout)
         if self._thread.is_alive():
