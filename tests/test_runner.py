@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from poseloop.errors import FrameError, ModelError, ProviderError
+from poseloop.errors import ConfigError, FrameError, ModelError, ProviderError
 from poseloop.modelspec import ModelSpec
-from poseloop.realtime.runner import OrtRunner
+from poseloop.realtime.runner import OrtRunner, RunnerConfig, make_runner
 from poseloop.realtime.types import Runner
 
 onnx = pytest.importorskip("onnx")
@@ -183,3 +183,37 @@ def test_fixed_size_model_names_the_size_it_needs(tmp_path: Path) -> None:
     runner.warmup()
     with pytest.raises(FrameError, match=r"needs input shape \[1, 48, 64, 3\].*axis 1 is 32"):
         runner.run(frame(32, 64))
+
+
+def test_cuda_graph_needs_a_gpu_provider(model: Path) -> None:
+    with pytest.raises(ValueError, match="cuda_graph needs providers starting with cuda"):
+        RunnerConfig(cuda_graph=True)
+    RunnerConfig(providers=["cuda", "cpu"], cuda_graph=True)  # valid; the GPU is checked at open
+    with pytest.raises(ProviderError, match="cuda_graph needs the CUDA or TensorRT provider"):
+        OrtRunner(model, cuda_graph=True)
+
+
+def test_backends_are_registered_and_unknown_ones_named(model: Path) -> None:
+    assert isinstance(make_runner(model, RunnerConfig()), OrtRunner)
+    with pytest.raises(ConfigError, match="unknown runner backend 'tflite'.*onnxruntime"):
+        make_runner(model, RunnerConfig(backend="tflite"))
+    with pytest.raises(ValueError, match="precision bf16 needs backend 'openvino'"):
+        RunnerConfig(precision="bf16")
+
+
+def test_openvino_backend_matches_onnx_runtime(model: Path) -> None:
+    """OpenVINO on the same file: same outputs (fp32), its errors named; a second frame
+    size runs on the dynamic-shape compile."""
+    pytest.importorskip("openvino")
+    from poseloop.realtime.openvino_runner import OpenVinoRunner
+
+    runner = make_runner(model, RunnerConfig(backend="openvino", intra_threads=1))
+    assert isinstance(runner, OpenVinoRunner) and runner.spec.bodyparts
+    for image in (frame(), frame(), frame(64, 96, seed=3)):
+        got = runner.run(image)
+        for a, b in zip(got, direct(model, image), strict=True):
+            assert a.shape == b.shape and np.allclose(a, b, atol=1e-4)
+    with pytest.raises(FrameError, match="needs uint8 H x W x 3"):
+        runner.run(np.zeros((48, 64), np.float32))
+    with pytest.raises(ConfigError, match="runs on the CPU"):
+        make_runner(model, RunnerConfig(backend="openvino", providers=["cuda"]))

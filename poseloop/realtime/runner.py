@@ -6,10 +6,14 @@ its metadata, and binds the input frame and the output buffers so a frame alloca
 
 * input: the caller's uint8 array is bound in place (no copy); a different buffer of the same
   shape only re-points the input (~10 µs), a non-contiguous view is copied into a staging
-  buffer owned by the runner.
-* outputs (CPU): preallocated arrays, bound once per input shape; :meth:`OrtRunner.run`
-  returns views of them, valid until the next call.
-* outputs (CUDA, TensorRT): ORT allocates them on the device and they are copied out once.
+  buffer owned by the runner. On CUDA / TensorRT, ORT copies it to the device (a 640 x 480
+  frame is 0.9 MB of uint8: the cast and normalisation run on the GPU, in the graph).
+* outputs: preallocated host arrays, bound once per input shape (on a GPU, ORT copies the
+  device outputs into them); :meth:`OrtRunner.run` returns them, valid until the next call.
+* ``cuda_graph`` (CUDA, TensorRT): input and outputs live in device buffers at fixed
+  addresses and the whole network is replayed as one CUDA graph (one launch instead of one
+  per kernel); the input size is then fixed by the first frame, and each frame's outputs are
+  copied out into new arrays.
 """
 
 from __future__ import annotations
@@ -79,6 +83,17 @@ class RunnerConfig(Strict):
     device_id: int = Field(default=0, ge=0)
     trt_cache_dir: str | None = Field(default=None, description="TensorRT engine cache folder")
     trt_fp16: bool = False
+    cuda_graph: bool = Field(
+        default=False,
+        description="CUDA / TensorRT: replay the network as one CUDA graph (fixed input size: "
+        "no dynamic crop)",
+    )
+
+    @model_validator(mode="after")
+    def _cuda_graph_needs_a_gpu(self) -> RunnerConfig:
+        if self.cuda_graph and self.providers[0] not in ("cuda", "tensorrt"):
+            raise ValueError("cuda_graph needs providers starting with cuda or tensorrt")
+        return self
 
     @model_validator(mode="after")
     def _precision_needs_openvino(self) -> RunnerConfig:
@@ -96,6 +111,7 @@ class OrtRunner:
     intra_threads / inter_threads: ORT thread pools (None = ORT's default).
     device_id: GPU for CUDA / TensorRT.
     trt_cache_dir, trt_fp16, trt_workspace_bytes: TensorRT engine cache, fp16, workspace.
+    cuda_graph: CUDA / TensorRT: replay the network as one CUDA graph (see module docstring).
 
     ``providers`` (after construction) are the providers the session actually uses and
     ``spec`` the model's metadata.
@@ -112,6 +128,7 @@ class OrtRunner:
         trt_cache_dir: str | Path | None = None,
         trt_fp16: bool = False,
         trt_workspace_bytes: int | None = None,
+        cuda_graph: bool = False,
     ) -> None:
         self.path = Path(model_path)
         if not self.path.is_file():
@@ -119,9 +136,10 @@ class OrtRunner:
         wanted = [provider_name(p) for p in providers] or [PROVIDERS["cpu"]]
         chosen = self._available(wanted, allow_fallback)
         options = {
-            "CUDAExecutionProvider": {"device_id": device_id},
+            "CUDAExecutionProvider": {"device_id": device_id,
+                                      **({"enable_cuda_graph": "1"} if cuda_graph else {})},
             "TensorrtExecutionProvider": _trt_options(
-                device_id, trt_cache_dir, trt_fp16, trt_workspace_bytes
+                device_id, trt_cache_dir, trt_fp16, trt_workspace_bytes, cuda_graph
             ),
         }
         self.session = open_session(
@@ -142,8 +160,12 @@ class OrtRunner:
             raise ModelError(f"{self.path}: a {'multi' if self.spec.multi_animal else 'single'}"
                              f"-animal model needs graph outputs {self.outputs}, found {found}")
         self.on_gpu = self.providers[0] in _GPU
-        self._device = "cuda" if self.on_gpu else "cpu"
+        if cuda_graph and not self.on_gpu:
+            raise ProviderError(f"{self.path}: cuda_graph needs the CUDA or TensorRT provider; "
+                                f"the session runs on {', '.join(self.providers)}")
+        self.cuda_graph = cuda_graph
         self._device_id = device_id if self.on_gpu else 0
+        self._device_values: tuple[Any, tuple[Any, ...]] | None = None  # cuda_graph buffers
         self._dims = self.session.get_inputs()[0].shape
         self._binding = self.session.io_binding()
         self._shape: tuple[int, ...] | None = None
@@ -161,7 +183,7 @@ class OrtRunner:
         return cls(model_path, providers=config.providers, allow_fallback=config.allow_fallback,
                    intra_threads=config.intra_threads, inter_threads=config.inter_threads,
                    device_id=config.device_id, trt_cache_dir=config.trt_cache_dir,
-                   trt_fp16=config.trt_fp16)
+                   trt_fp16=config.trt_fp16, cuda_graph=config.cuda_graph)
 
     @staticmethod
     def _available(wanted: list[str], allow_fallback: bool) -> list[str]:
@@ -219,6 +241,8 @@ class OrtRunner:
             np.copyto(self._staging, x)
             x = self._staging
         binding = self._binding
+        if self.cuda_graph:
+            return self._run_graph(x)
         if x.shape != self._shape:
             return self._rebind(x)
         pointer = x.ctypes.data
@@ -226,10 +250,39 @@ class OrtRunner:
             binding.bind_input(INPUT_NAME, "cpu", 0, np.uint8, x.shape, pointer)
             self._input, self._pointer = x, pointer
         self.session.run_with_iobinding(binding)
-        if self.on_gpu:
-            return tuple(binding.copy_outputs_to_cpu()[:len(self.outputs)])
         assert self._outputs is not None
         return self._outputs
+
+    def _run_graph(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        """cuda_graph: copy the frame into the device input, replay, copy the outputs out."""
+        if self._device_values is None:
+            self._bind_device(x)
+        elif x.shape != self._shape:
+            raise FrameError(
+                f"{self.path.name}: with cuda_graph the input size is fixed by the first frame "
+                f"({self._shape}); got {x.shape} (turn dynamic cropping off, or cuda_graph)")
+        assert self._device_values is not None
+        value_in, values_out = self._device_values
+        value_in.update_inplace(x)
+        self.session.run_with_iobinding(self._binding)  # the first run captures the graph
+        return tuple(v.numpy() for v in values_out)
+
+    def _bind_device(self, x: np.ndarray) -> None:
+        """cuda_graph: device buffers for the input and outputs, bound once, at fixed addresses."""
+        self._check_dims(x.shape)
+        shapes = _output_shapes(self.path, x.shape, self.outputs)
+        on = ("cuda", self._device_id)
+        value_in = ort.OrtValue.ortvalue_from_shape_and_type(x.shape, np.uint8, *on)
+        values_out = tuple(ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, *on)
+                           for shape in shapes)
+        binding = self._binding
+        binding.clear_binding_inputs()
+        binding.clear_binding_outputs()
+        binding.bind_ortvalue_input(INPUT_NAME, value_in)
+        for name, value in zip(self.outputs, values_out, strict=True):
+            binding.bind_ortvalue_output(name, value)
+        self._device_values = (value_in, values_out)
+        self._shape = x.shape
 
     def _rebind(self, x: np.ndarray) -> tuple[np.ndarray, ...]:
         """Bind a new input shape: let ORT allocate the outputs once, then keep them."""
@@ -240,11 +293,10 @@ class OrtRunner:
         self._input, self._pointer, self._shape = x, x.ctypes.data, x.shape
         binding.bind_input(INPUT_NAME, "cpu", 0, np.uint8, x.shape, self._pointer)
         for name in self.outputs:
-            binding.bind_output(name, self._device, self._device_id)
+            binding.bind_output(name, "cpu")
         self.session.run_with_iobinding(binding)
-        arrays = tuple(binding.copy_outputs_to_cpu()[:len(self.outputs)])
-        if self.on_gpu:
-            return arrays
+        arrays = tuple(np.ascontiguousarray(a)
+                       for a in binding.copy_outputs_to_cpu()[:len(self.outputs)])
         binding.clear_binding_outputs()
         for name, array in zip(self.outputs, arrays, strict=True):
             binding.bind_output(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
@@ -305,9 +357,19 @@ def default_shape(dims: list[Any], spec: ModelSpec) -> tuple[int, int]:
     raise ModelError("the model has no fixed input size or training image size: pass a shape")
 
 
+def _output_shapes(path: Path, shape: tuple[int, ...],
+                   outputs: tuple[str, ...]) -> list[tuple[int, ...]]:
+    """The output shapes for an input of ``shape``: one blank frame through a CPU session."""
+    session = open_session(path, threads=1)
+    found = session.run(list(outputs), {INPUT_NAME: np.zeros(shape, np.uint8)})
+    return [tuple(np.asarray(a).shape) for a in found]
+
+
 def _trt_options(device_id: int, cache_dir: str | Path | None, fp16: bool,
-                 workspace_bytes: int | None) -> dict[str, Any]:
+                 workspace_bytes: int | None, cuda_graph: bool = False) -> dict[str, Any]:
     options: dict[str, Any] = {"device_id": device_id, "trt_fp16_enable": fp16}
+    if cuda_graph:
+        options["trt_cuda_graph_enable"] = True
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         options["trt_engine_cache_enable"] = True
