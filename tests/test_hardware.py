@@ -8,11 +8,11 @@ import shutil
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import serial
 
@@ -24,9 +24,9 @@ from poseloop.hardware.config import DeviceConfig, OutputConfig
 from poseloop.hardware.emulator import DeviceEmulator
 from poseloop.hardware.protocol import Reply
 from poseloop.hardware.serial_device import SerialDevice
-from poseloop.realtime.types import ActionRecord, Actuator
+from poseloop.hardware.simavr import Simulation, build_firmware, measure_trigger_latency
+from poseloop.realtime.types import Actuator
 
-FIRMWARE = Path(protocol.__file__).parent / "firmware"
 SEND_LIMIT_S = 0.005  # no send() may take longer, not counting waits for a CPU
 
 
@@ -500,16 +500,6 @@ EXCHANGE = [
 ]
 
 
-def make_firmware(build: Path, *targets: str) -> None:
-    result = subprocess.run(
-        ["make", "-C", str(FIRMWARE), f"BUILD={build}", *targets],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 def exchange(port: str, lines: list[bytes]) -> list[bytes]:
     with serial.Serial(port, 115200, timeout=5) as link:
         link.reset_input_buffer()
@@ -524,7 +514,7 @@ def exchange(port: str, lines: list[bytes]) -> list[bytes]:
 def avr_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The plain AVR C firmware and, where simavr's library is here, the harness."""
     build = tmp_path_factory.mktemp("firmware")
-    make_firmware(build, "all", *(["sim"] if SIMAVR_LIB.is_file() else []))
+    build_firmware(build, "all", *(["sim"] if SIMAVR_LIB.is_file() else []))
     return build
 
 
@@ -532,7 +522,7 @@ def avr_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def sketch_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The Arduino sketch built with arduino-mk and the Arduino AVR core."""
     build = tmp_path_factory.mktemp("sketch")
-    make_firmware(build, "sketch")
+    build_firmware(build, "sketch")
     return build / "sketch"
 
 
@@ -545,54 +535,6 @@ def test_firmware_builds_as_plain_avr_c(avr_build: Path) -> None:
 @needs_arduino_mk
 def test_sketch_builds_with_the_arduino_core(sketch_build: Path) -> None:
     assert next(sketch_build.glob("*.hex")).stat().st_size > 0
-
-
-class Simulation:
-    """The firmware running in simavr, its UART on a pty, its pin changes collected; with a
-    strobe period, a simulated camera strobe on A0 and its rising edges (the truth)."""
-
-    def __init__(self, harness: Path, elf: Path, strobe_us: int = 0) -> None:
-        self.proc = subprocess.Popen(
-            [str(harness), str(elf), *([str(strobe_us)] if strobe_us else [])],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        )
-        self.pins: list[tuple[int, int, float]] = []  # channel, level, simulated ms
-        self.strobes: dict[int, float] = {}  # strobe edge n -> simulated ms
-        self.port = ""
-        self._ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            word, *rest = line.split() or [""]
-            if word == "PTY":
-                self.port = rest[0]
-                self._ready.set()
-            elif word == "OUT":
-                self.pins.append((int(rest[0]), int(rest[1]), float(rest[2])))
-            elif word == "STROBE":
-                self.strobes[int(rest[0])] = float(rest[1])
-
-    def __enter__(self) -> Simulation:
-        if not self._ready.wait(10):
-            self.__exit__()
-            pytest.fail("the simavr harness printed no PTY line")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-    def level(self, channel: int) -> int:
-        return next((lv for ch, lv, _ in reversed(self.pins) if ch == channel), 0)
-
-    def pulse_ms(self, channel: int) -> float | None:
-        """Simulated length of the channel's first high period, if it has ended."""
-        edges = [(lv, ms) for ch, lv, ms in self.pins if ch == channel]
-        rise = next((i for i, (lv, _) in enumerate(edges) if lv == 1), None)
-        if rise is None or rise + 1 >= len(edges):
-            return None
-        return edges[rise + 1][1] - edges[rise][1]
 
 
 @needs_avr_gcc
@@ -635,39 +577,14 @@ def test_firmware_in_simavr(request: pytest.FixtureRequest, avr_build: Path, bui
 @needs_simavr
 def test_firmware_times_exposure_to_output_in_simavr(avr_build: Path) -> None:
     """Trigger timing against the simulation's truth: a simulated camera strobes A0 every
-    20 ms; the host traces PULSE commands as a rule's would be, each for the frame it
-    'captured' just before; the device's exposure -> output latency must equal the
-    simulated strobe -> pin edge time."""
-    with Simulation(avr_build / "uart_pty_sim", avr_build / "poseloop_device.elf",
-                    strobe_us=20_000) as sim:
-        device = SerialDevice("sim", sim.port, timing=True, sync_s=0.05).open()
-        timer = device.timer
-        assert timer is not None
-        try:
-            # simavr's clock runs ~1.2x faster than the host's: let the map fit that rate
-            assert wait_until(lambda: timer.clock.span_us > 500_000, 10)
-            timed = []
-            for i in range(8):
-                time.sleep(0.013 + 0.004 * i)  # fire at varying phases of the strobe
-                record = ActionRecord(i, "rule", "sim:PULSE 1 2", time.perf_counter_ns())
-                assert device.send("PULSE 1 2", trace=(record, time.perf_counter_ns()))
-                assert wait_until(lambda: timer.pending == 0, 5)
-                timed += device.timed()
-        finally:
-            device.close()
-        by_us = {us: n for n, us in timer._strobes}
-    assert len(timed) == 8
-    rises = [ms for ch, level, ms in sim.pins if ch == 1 and level == 1]
-    errors = []
-    for record, rise_ms in zip(timed, rises, strict=True):
-        assert record.latency_us == record.t_output_us - record.t_exposure_us
-        n = by_us[int(record.t_exposure_us)]  # the strobe edge it was matched to
-        truth_us = (rise_ms - sim.strobes[n]) * 1000
-        errors.append(record.latency_us - truth_us)
-        # The matched exposure is the last strobe before the command was sent, or (the
-        # simulation's clock rate wanders with the host's load, so mapping host times to it
-        # is only good to a few ms) the one before; the emulator test checks the matching.
-        later = [ms for m, ms in sim.strobes.items() if m > n and ms < rise_ms]
-        assert len(later) <= 1, (n, later, rise_ms)
+    20 ms; PULSE commands are traced as a rule's would be, each for the frame 'captured'
+    just before; the firmware's exposure -> output latency must equal the simulated strobe
+    -> pin edge time."""
+    check = measure_trigger_latency(avr_build, triggers=8)
+    assert len(check.measured_us) == 8
     # the strobe interrupt and the stamp after the pin write: a few us on a 16 MHz AVR
-    assert max(abs(e) for e in errors) < 20, errors
+    assert np.abs(check.error_us).max() < 20, check.error_us
+    # The matched exposure is the last strobe before the command was sent, or (the
+    # simulation's clock rate wanders with the host's load, so mapping host times to it is
+    # only good to a few ms) the one before; the emulator test checks the matching exactly.
+    assert max(check.later_strobes) <= 1, check

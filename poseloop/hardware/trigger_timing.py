@@ -144,6 +144,11 @@ class TriggerTimer:
                 self.traces_dropped += 1
             self._traces.append((record, t_capture_ns, command))
 
+    def recent_strobes(self) -> list[tuple[int, int]]:
+        """The strobe edges kept, (n, device us), oldest first."""
+        with self._lock:
+            return list(self._strobes)
+
     def untrace(self, record: ActionRecord) -> None:
         """Forget the last trace of ``record`` (its command was not sent after all)."""
         with self._lock:
