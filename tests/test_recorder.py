@@ -143,7 +143,7 @@ def test_single_animal_files_are_what_pandas_wrote_before(tmp_path: Path) -> Non
                          index=np.arange(0, 600, 2), columns=columns)
     expected = poses.to_csv(lineterminator="\n")
     assert recorder.paths["poses_csv"].read_text() == expected
-    events = pd.DataFrame(actions, columns=["frame", "rule", "action", "t_ns", "animals"])
+    events = pd.DataFrame(actions, columns=list(ActionRecord._fields))
     assert recorder.paths["events_csv"].read_text() == events.to_csv(index=False,
                                                                       lineterminator="\n")
     timing = pd.read_csv(recorder.paths["timing_csv"])
@@ -492,9 +492,30 @@ def test_events_are_recorded(tmp_path: Path) -> None:
     recorder.event(ActionRecord(4, "nose_in_zone", "laser:OFF 3", 456))
     recorder.close()
     events = pd.read_csv(recorder.paths["events_csv"])
-    assert events.columns.tolist() == ["frame", "rule", "action", "t_ns", "animals"]
+    assert events.columns.tolist() == ["frame", "rule", "action", "t_ns", "animals",
+                                       "t_exposure_us", "t_output_us", "latency_us"]
     assert events["frame"].tolist() == [0, 4] and events["t_ns"].tolist() == [123, 456]
     assert events["action"].tolist() == ["laser:ON 3", "laser:OFF 3"]
+    assert events["latency_us"].isna().all()
+
+
+def test_events_wait_briefly_for_their_trigger_timing(tmp_path: Path) -> None:
+    """An event's row is written with the latency its device measured when that comes
+    within EVENT_HOLD_S, without it after; rows stay in firing order."""
+    recorder = opened(tmp_path, flush_s=0.01)
+    now = time.perf_counter_ns()
+    timed = ActionRecord(3, "r", "stim:PULSE 1 5", now)
+    untimed = ActionRecord(4, "r", "stim:PULSE 1 5", now + 1)
+    recorder.event(timed)
+    recorder.event(untimed)
+    time.sleep(0.05)
+    assert len(pd.read_csv(recorder.paths["events_csv"])) == 0  # held for their timing
+    recorder.timing(timed._replace(t_exposure_us=1000.0, t_output_us=5500.0, latency_us=4500.0))
+    wait_for(lambda: len(pd.read_csv(recorder.paths["events_csv"])) == 2, timeout=5)
+    recorder.close()
+    events = pd.read_csv(recorder.paths["events_csv"])
+    assert events["frame"].tolist() == [3, 4]
+    assert events["latency_us"].iloc[0] == 4500.0 and np.isnan(events["latency_us"].iloc[1])
 
 
 def test_a_file_that_cannot_be_opened_is_left_alone(tmp_path: Path) -> None:

@@ -460,7 +460,7 @@ class Recorder:
         if self._append("timing_csv", self._timing_rows(done["timing_csv"] - base, n)):
             done["timing_csv"] = base + n
         ready = self._ready_events(final) if self._events else 0
-        if ready and self._append("events_csv", _csv_text(self._events[:ready])):
+        if ready and self._append("events_csv", _csv_text(map(_event_row, self._events[:ready]))):
             del self._events[:ready]
         # Rows every file holds are forgotten; the rest (after an error) move to the front.
         keep_from = min(done.values()) - base
@@ -586,6 +586,11 @@ def _levels_of(csv_path: Path) -> tuple[str, ...]:
 def _float(value: float) -> str:
     """A float64 as pandas' ``to_csv`` writes it: the shortest repr, empty for NaN."""
     return repr(value) if value == value else ""
+
+
+def _event_row(event: ActionRecord) -> tuple[object, ...]:
+    """An events-table row, unmeasured times as empty cells (as pandas writes NaN)."""
+    return tuple("" if isinstance(v, float) and math.isnan(v) else v for v in event)
 
 
 def _csv_text(rows: Iterable[Sequence[object]]) -> str:
