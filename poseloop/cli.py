@@ -266,10 +266,14 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
+    from poseloop.config import validate
     from poseloop.realtime.benchmark import bench_size, format_table
     from poseloop.realtime.runner import RunnerConfig
 
-    runner = RunnerConfig(providers=args.providers.split(","), intra_threads=args.threads)
+    runner = validate(RunnerConfig, {
+        "providers": args.providers.split(","), "intra_threads": args.threads,
+        "backend": args.backend, "precision": args.precision, "cuda_graph": args.cuda_graph,
+    }, "benchmark options")
     results = []
     for size in args.sizes:
         try:
@@ -465,6 +469,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--frames", type=int, default=500, help="frames per size")
     b.add_argument("--providers", default="cpu", help="e.g. cpu, cuda, tensorrt,cuda,cpu")
     b.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads")
+    b.add_argument("--backend", default="onnxruntime", help="onnxruntime or openvino")
+    b.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="openvino: bf16 on CPUs with AMX / AVX512-BF16")
+    b.add_argument("--cuda-graph", action="store_true",
+                   help="CUDA / TensorRT: replay the network as one CUDA graph")
     b.add_argument("--json", help="write the figures to this JSON file")
     b.set_defaults(func=cmd_benchmark)
 
