@@ -24,19 +24,15 @@ from poseloop.hardware.config import DeviceConfig, OutputConfig
 from poseloop.hardware.emulator import DeviceEmulator
 from poseloop.hardware.protocol import Reply
 from poseloop.hardware.serial_device import SerialDevice
-from poseloop.hardware.simavr import Simulation, build_firmware, measure_trigger_latency
+from poseloop.hardware.simavr import (
+    Simulation,
+    build_firmware,
+    measure_trigger_latency,
+    wait_until,
+)
 from poseloop.realtime.types import Actuator
 
 SEND_LIMIT_S = 0.005  # no send() may take longer, not counting waits for a CPU
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.002)
-    return True
 
 
 def run_delays() -> dict[str, int]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,7 +99,8 @@ class TriggerCheck:
         return self.measured_us - self.truth_us
 
 
-def _wait(condition, timeout: float) -> bool:
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``condition`` every 2 ms until it holds (True) or ``timeout`` s pass (False)."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
@@ -120,13 +122,13 @@ def measure_trigger_latency(build: Path, triggers: int = 8, strobe_us: int = 20_
         timed: list[ActionRecord] = []
         try:
             # simavr's clock runs faster than the host's: let the map fit that rate
-            if not _wait(lambda: timer.clock.span_us > 500_000, 10):
+            if not wait_until(lambda: timer.clock.span_us > 500_000, 10):
                 raise RuntimeError("no clock samples from the simulated board")
             for i in range(triggers):
                 time.sleep(rng.uniform(0.005, 0.005 + 2 * strobe_us / 1e6))
                 record = ActionRecord(i, "rule", "sim:PULSE 1 2", time.perf_counter_ns())
                 device.send("PULSE 1 2", trace=(record, time.perf_counter_ns()))
-                _wait(lambda: timer.pending == 0, 5)
+                wait_until(lambda: timer.pending == 0, 5)
                 timed += device.timed()
         finally:
             device.close()
