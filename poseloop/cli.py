@@ -314,6 +314,21 @@ def cmd_soak(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_triangulate(args: argparse.Namespace) -> int:
+    from poseloop.threed.calibration import read_calibration
+    from poseloop.threed.points_table import triangulate_table
+
+    rig = read_calibration(args.calibration)
+    table = triangulate_table(rig, args.points, args.out, args.min_cameras, args.reject_px)
+    found = table.dropna(subset=["x"])
+    err = found["reprojection_error"]
+    print(f"triangulated {len(found)} of {len(table)} points from {len(rig)} cameras "
+          f"({', '.join(rig.names)}): reprojection error mean {err.mean():.2f} px, median "
+          f"{err.median():.2f} px; cameras per point {found['n_cameras'].min()}-"
+          f"{found['n_cameras'].max()} -> {args.out}")
+    return 0
+
+
 def cmd_recover(args: argparse.Namespace) -> int:
     from poseloop.realtime.recorder import csv_to_h5
 
@@ -499,6 +514,16 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--video", action="store_true", help="also record the frames (.mkv)")
     so.set_defaults(func=cmd_soak)
 
+    tr = sub.add_parser("triangulate", help="3D points from a 2D table of several calibrated "
+                        "views (anipose's calibration.toml)")
+    tr.add_argument("calibration", help="calibration.toml (anipose / aniposelib format)")
+    tr.add_argument("points", help="CSV: frame, animal, camera, bodypart, x, y[, likelihood]")
+    tr.add_argument("--out", required=True, help="CSV: frame, animal, bodypart, x, y, z, "
+                    "reprojection_error, n_cameras")
+    tr.add_argument("--min-cameras", type=int, default=2, help="views a point needs")
+    tr.add_argument("--reject-px", type=float, default=0.0,
+                    help="drop the worst view while its reprojection error exceeds this (0: off)")
+    tr.set_defaults(func=cmd_triangulate)
     rc = sub.add_parser("recover", help="write the DeepLabCut .h5 of recordings whose run was "
                         "killed (from their .csv, which is written as the run goes)")
     rc.add_argument("recordings", nargs="+", help="recording folders or poses .csv files")

@@ -1,0 +1,1 @@
+"""Several cameras, one 3D pose: calibration (anipose's format) and triangulation."""
