@@ -24,7 +24,7 @@ from poseloop.errors import ConfigError
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
+    import tomli as tomllib  # pyright: ignore[reportMissingImports]
 
 N_DISTORTIONS = 5  # OpenCV's k1, k2, p1, p2, k3
 

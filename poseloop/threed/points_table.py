@@ -37,7 +37,7 @@ def read_points_2d(path: str | Path, rig: Rig) -> tuple[list[tuple], np.ndarray,
         raise ConfigError(f"{path}: column {missing[0]!r} is missing (needs "
                           f"{', '.join(REQUIRED)}; found {', '.join(map(str, table.columns))})")
     for column in ("x", "y", *(("likelihood",) if "likelihood" in table.columns else ())):
-        values = pd.to_numeric(table[column], errors="coerce")
+        values = pd.Series(pd.to_numeric(table[column], errors="coerce"), index=table.index)
         bad = values.isna() & table[column].notna()
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
