@@ -314,6 +314,23 @@ def cmd_soak(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from poseloop.threed.calibrate import Board, calibrate
+    from poseloop.threed.calibration import write_calibration
+
+    try:
+        cols, rows = (int(v) for v in args.squares.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--squares: expected COLUMNSxROWS, e.g. 7x5, got "
+                          f"{args.squares!r}") from None
+    marker = args.marker_length if args.marker_length else 0.75 * args.square_length
+    board = Board(args.board, (cols, rows), args.square_length, marker, args.dictionary)
+    rig, _ = calibrate(args.videos, board, args.names, args.every)
+    write_calibration(rig, args.out)
+    print(f"wrote {args.out} ({len(rig)} cameras: {', '.join(rig.names)})")
+    return 0
+
+
 def cmd_triangulate(args: argparse.Namespace) -> int:
     from poseloop.threed.calibration import read_calibration
     from poseloop.threed.points_table import triangulate_table
@@ -514,6 +531,20 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--video", action="store_true", help="also record the frames (.mkv)")
     so.set_defaults(func=cmd_soak)
 
+    cb = sub.add_parser("calibrate", help="calibrate a rig from synchronised videos of a "
+                        "board; writes anipose's calibration.toml")
+    cb.add_argument("videos", nargs="+", help="one video (or image folder) per camera")
+    cb.add_argument("--board", choices=("charuco", "checkerboard"), default="charuco")
+    cb.add_argument("--squares", default="7x5", help="squares: COLUMNSxROWS")
+    cb.add_argument("--square-length", type=float, default=25.0,
+                    help="side of a square, in the unit of the 3D output (mm)")
+    cb.add_argument("--marker-length", type=float,
+                    help="ChArUco marker side (default 0.75 x the square length)")
+    cb.add_argument("--dictionary", default="DICT_4X4_50", help="ChArUco ArUco dictionary")
+    cb.add_argument("--names", nargs="+", help="camera names (default: the video names)")
+    cb.add_argument("--every", type=int, default=1, help="use every n-th frame")
+    cb.add_argument("--out", default="calibration.toml")
+    cb.set_defaults(func=cmd_calibrate)
     tr = sub.add_parser("triangulate", help="3D points from a 2D table of several calibrated "
                         "views (anipose's calibration.toml)")
     tr.add_argument("calibration", help="calibration.toml (anipose / aniposelib format)")

@@ -12,14 +12,20 @@ import pytest
 
 from poseloop.cli import main as cli
 from poseloop.errors import ConfigError
+from poseloop.threed.calibrate import Board
 from poseloop.threed.calibration import (
     CalibrationError,
-    CameraCalibration,
     Rig,
     read_calibration,
     write_calibration,
 )
 from poseloop.threed.points_table import read_points_2d, triangulate_table
+from poseloop.threed.synthetic_rig import (
+    board_poses,
+    camera_rays,
+    render_board,
+    three_camera_rig,
+)
 from poseloop.threed.triangulate import Triangulator, triangulate
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -27,28 +33,8 @@ MOUSE8 = SHARED / "datasets" / "mouse8cams-SLEAP"
 needs_mouse8 = pytest.mark.skipif(not MOUSE8.is_dir(), reason="../shared/datasets absent")
 
 
-def look_at(center: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rodrigues rotation and translation (world -> camera) of a camera at ``center``
-    looking at ``target`` (y down in the image)."""
-    z = target - center
-    z /= np.linalg.norm(z)
-    x = np.cross(z, [0.0, 0.0, 1.0])
-    x /= np.linalg.norm(x)
-    y = np.cross(z, x)
-    r = np.stack([x, y, z])
-    return cv2.Rodrigues(r)[0].ravel(), -r @ center
-
-
 def synthetic_rig() -> Rig:
-    """Three cameras around an arena at the origin (mm), with lens distortion."""
-    cams = []
-    for i, (center, k1) in enumerate([((600.0, 0.0, 400.0), -0.25), ((-300.0, 520.0, 450.0),
-                                      -0.1), ((-300.0, -520.0, 350.0), 0.05)]):
-        rvec, tvec = look_at(np.array(center), np.zeros(3))
-        matrix = np.array([[900.0 + 20 * i, 0.0, 640.0], [0.0, 905.0, 512.0], [0.0, 0.0, 1.0]])
-        cams.append(CameraCalibration(f"cam{i}", (1280, 1024), matrix,
-                                      np.array([k1, 0.02, 0.001, -0.0005, 0.0]), rvec, tvec))
-    return Rig(cams)
+    return three_camera_rig()
 
 
 def project_all(rig: Rig, points: np.ndarray) -> np.ndarray:
@@ -217,3 +203,79 @@ def test_mouse8cams_labels_triangulate_like_aniposelib(tmp_path: Path,
     # aniposelib as it is (OpenCV's default 5 undistortion iterations) differs where the
     # lens distortion is strongest
     assert np.nanmax(np.linalg.norm(default - ours, axis=1)) < 5.0
+
+
+def extrinsics(cam) -> np.ndarray:
+    t = np.eye(4)
+    t[:3, :3], t[:3, 3] = cam.rotation_matrix, cam.translation
+    return t
+
+
+@pytest.fixture(scope="module")
+def board_views(tmp_path_factory: pytest.TempPathFactory) -> tuple[Rig, Board, list[Path]]:
+    """A ChArUco board at 30 poses seen by the three virtual cameras (640 x 512, lens
+    distortion), one image folder per camera."""
+    rig = three_camera_rig((640, 512))
+    board = Board("charuco", (7, 5), 40.0, 30.0)
+    root = tmp_path_factory.mktemp("board")
+    folders = []
+    for cam in rig.cameras:
+        folder = root / cam.name
+        folder.mkdir()
+        rays = camera_rays(cam)
+        for i, pose in enumerate(board_poses(30, seed=5, spread=200.0, max_tilt=0.9)):
+            cv2.imwrite(str(folder / f"{i:03d}.png"), render_board(cam, board, pose, rays=rays))
+        folders.append(folder)
+    return rig, board, folders
+
+
+def test_calibration_recovers_the_virtual_rig(board_views, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    """poseloop calibrate on rendered ChArUco views: small reprojection error, the true
+    intrinsics, the cameras' relative poses, and 3D points triangulated through the result
+    where the true rig puts them (in camera 0's frame, the calibration's world)."""
+    rig, board, folders = board_views
+    out = tmp_path / "calibration.toml"
+    assert cli(["calibrate", *map(str, folders), "--squares", "7x5", "--square-length", "40",
+                "--marker-length", "30", "--out", str(out)]) == 0
+    assert "reprojection error" in capsys.readouterr().out
+    got = read_calibration(out)
+    assert got.names == ["cam0", "cam1", "cam2"] and got.metadata["rms_px"] < 0.5
+    for true, cam in zip(rig.cameras, got.cameras, strict=True):
+        assert cam.matrix[0, 0] == pytest.approx(true.matrix[0, 0], rel=0.01)
+        assert np.abs(cam.matrix[:2, 2] - true.matrix[:2, 2]).max() < 10
+    for j in (1, 2):
+        want = extrinsics(rig.cameras[j]) @ np.linalg.inv(extrinsics(rig.cameras[0]))
+        have = extrinsics(got.cameras[j]) @ np.linalg.inv(extrinsics(got.cameras[0]))
+        angle = np.degrees(np.linalg.norm(cv2.Rodrigues(want[:3, :3] @ have[:3, :3].T)[0]))
+        assert angle < 1.5 and np.linalg.norm(want[:3, 3] - have[:3, 3]) < 15
+    points = np.random.default_rng(4).uniform(-100, 100, (100, 3))
+    found = triangulate(got, project_all(rig, points))[0]
+    cam0 = extrinsics(rig.cameras[0])
+    truth = points @ cam0[:3, :3].T + cam0[:3, 3]  # the true points in camera 0's frame
+    # in camera 0's frame (it carries camera 0's own small rotation error: ~0.3 degrees is
+    # ~4 mm at 0.7 m), and the shape once the two frames are aligned
+    assert np.median(np.linalg.norm(found - truth, axis=1)) < 6.0
+    assert np.median(np.linalg.norm(rigid_fit(found, truth) - truth, axis=1)) < 1.5
+
+
+def rigid_fit(points: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``points`` moved by the rotation and translation that best match ``target``."""
+    a, b = points - points.mean(0), target - target.mean(0)
+    u, _, vt = np.linalg.svd(a.T @ b)
+    r = (u @ np.diag([1, 1, np.sign(np.linalg.det(u @ vt))]) @ vt).T
+    return a @ r.T + target.mean(0)
+
+
+def test_calibrate_says_what_is_wrong(board_views, tmp_path: Path) -> None:
+    from poseloop.threed.calibrate import calibrate
+
+    rig, board, folders = board_views
+    with pytest.raises(ConfigError, match="at least two cameras"):
+        calibrate(folders[:1], board)
+    with pytest.raises(ConfigError, match="camera 'cam0'.*board was found in 0 frames"):
+        calibrate(folders[:2], Board("charuco", (6, 4), 40.0, 30.0, "DICT_5X5_50"))
+    with pytest.raises(ConfigError, match="no such video or image folder"):
+        calibrate([folders[0], tmp_path / "absent.mp4"], board)
+    with pytest.raises(ConfigError, match="unknown ArUco dictionary"):
+        Board("charuco", (7, 5), 40.0, 30.0, "DICT_9X9")
