@@ -20,7 +20,7 @@ errors in its ``[metadata]``.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,7 +110,7 @@ class Detections:
     frames: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
-def _frames(source: Path) -> tuple[int, np.ndarray]:
+def _frames(source: Path) -> Iterator[tuple[int, np.ndarray]]:
     """(index, BGR image) of a video's frames or an image folder's files (sorted by name)."""
     if source.is_dir():
         files = sorted(p for p in source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
