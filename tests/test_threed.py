@@ -256,7 +256,7 @@ def test_calibration_recovers_the_virtual_rig(board_views, tmp_path: Path,
     # in camera 0's frame (it carries camera 0's own small rotation error: ~0.3 degrees is
     # ~4 mm at 0.7 m), and the shape once the two frames are aligned
     assert np.median(np.linalg.norm(found - truth, axis=1)) < 6.0
-    assert np.median(np.linalg.norm(rigid_fit(found, truth) - truth, axis=1)) < 1.5
+    assert np.median(np.linalg.norm(rigid_fit(found, truth) - truth, axis=1)) < 0.5
 
 
 def rigid_fit(points: np.ndarray, target: np.ndarray) -> np.ndarray:
