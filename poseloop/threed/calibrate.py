@@ -261,15 +261,9 @@ def _initial_poses(dets: list[Detections], poses: list[dict[int, np.ndarray]]
 
 def _project(points: np.ndarray, rvec: np.ndarray, tvec: np.ndarray, k: np.ndarray,
              d: np.ndarray) -> np.ndarray:
-    """Vectorised pinhole + OpenCV distortion (k1, k2, p1, p2, k3) projection, N x 2."""
-    r = cv2.Rodrigues(rvec)[0]
-    pc = points @ r.T + tvec
-    x, y = pc[:, 0] / pc[:, 2], pc[:, 1] / pc[:, 2]
-    r2 = x * x + y * y
-    radial = 1 + r2 * (d[0] + r2 * (d[1] + r2 * d[4]))
-    xd = x * radial + 2 * d[2] * x * y + d[3] * (r2 + 2 * x * x)
-    yd = y * radial + d[2] * (r2 + 2 * y * y) + 2 * d[3] * x * y
-    return np.stack([k[0, 0] * xd + k[0, 2], k[1, 1] * yd + k[1, 2]], axis=1)
+    """World points -> pixels (N x 2) through one camera, OpenCV's distortion model."""
+    out, _ = cv2.projectPoints(points.reshape(-1, 1, 3), rvec, tvec, k, d)
+    return out.reshape(-1, 2)
 
 
 _CAM = 6 + 8  # rvec, tvec, fx, fy, cx, cy, k1, k2, p1, p2
