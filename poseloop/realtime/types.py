@@ -6,7 +6,10 @@ is given (``poseloop.realtime.builder`` makes them from config). This module imp
 numpy (and the FrameTransform it names).
 
 Poses are N x K x 3 everywhere, from the decoder to every sink: N individuals (1 for a
-single-animal model), K bodyparts, (x, y, likelihood) in full-frame pixels.
+single-animal model), K bodyparts, (x, y, likelihood) in full-frame pixels. With several
+calibrated cameras (a camera group and a triangulation), they are N x K x 4 (x, y, z,
+likelihood) in the calibration's world units (mm): 3D adds a coordinate, not a pipeline;
+``Session.dims`` says which, and each view's 2D poses travel along in ``Pose.views``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from poseloop.realtime.transform import FrameTransform
 #: each taken when that stage *finished*; ``grab`` is when the loop took the frame).
 STAGES = ("grab", "preprocess", "infer", "decode", "process", "rules", "publish")
 
+#: The last axis of 2D and of triangulated 3D poses.
+COORDS_2D = ("x", "y", "likelihood")
+COORDS_3D = ("x", "y", "z", "likelihood")
 #: The individual's name of a single-animal model (N = 1).
 SINGLE_ANIMAL = ("animal",)
 #: DeepLabCut's individual for the unique bodyparts of a multi-animal model (in its tables).
@@ -39,6 +45,8 @@ class Frame:
     t_device_ns: the camera's own timestamp, if it has one.
     truth: K x 2 float32 ground-truth keypoints, when the source knows them (synthetic).
     camera: index of the camera it came from (in ``Session.cameras``).
+    views: when this frame stands for a camera group's frame set (it is the first
+        camera's), every camera's frame of the set in camera order, None where missing.
     """
 
     image: np.ndarray
@@ -47,6 +55,7 @@ class Frame:
     t_device_ns: int | None = None
     truth: np.ndarray | None = None
     camera: int = 0
+    views: list[Frame | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -65,11 +74,17 @@ class Pose:
     """One frame's poses: every individual's bodyparts, their track ids, and the times.
 
     points: N x K x 3 float32 (x, y, likelihood) in full-frame pixels; N = 1 for a
-        single-animal model.
+        single-animal model. In 3D (``Session.dims == 3``): N x K x 4 (x, y, z, likelihood)
+        in world units, NaN where fewer than two cameras saw the bodypart.
     ids: N int64 track ids (-1 = not assigned yet).
     unique: U x 3 float32 for DeepLabCut's unique bodyparts (None when the model has none).
     camera: the index of the camera the frame came from.
-    timings: ``perf_counter_ns`` stamps of the end of each stage (``STAGES``).
+    timings: ``perf_counter_ns`` stamps of the end of each stage (``STAGES``; 3D adds
+        ``triangulate`` between ``decode`` and ``process``).
+    views: 3D only: V x N x K x 3 float32, every camera's 2D poses (full-frame pixels of
+        that camera; NaN and likelihood 0 for a missing view).
+    triangulation: 3D only: N x K x 2 float32, each point's mean reprojection error (px)
+        and the number of cameras it was triangulated from.
     """
 
     points: np.ndarray
@@ -79,6 +94,8 @@ class Pose:
     ids: np.ndarray = field(default_factory=lambda: np.zeros(1, np.int64))
     unique: np.ndarray | None = None
     camera: int = 0
+    views: np.ndarray | None = None
+    triangulation: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -86,7 +103,9 @@ class Session:
     """What the parts of one run know about it once the camera is open.
 
     Sinks receive it at ``open``: names for the N x K x 3 axes, the skeleton, and the
-    camera's size, frame rate and pixel format as it reported them after opening.
+    camera's size, frame rate and pixel format as it reported them after opening. ``dims``
+    is 3 for triangulated poses (N x K x 4, one CameraInfo per camera of the group, in
+    the order of ``Pose.views``), 2 otherwise.
     """
 
     bodyparts: tuple[str, ...]
@@ -98,6 +117,7 @@ class Session:
     scorer: str = "DLC_poseloop_model"
     pcutoff: float = 0.6
     cameras: tuple[CameraInfo, ...] = (CameraInfo(640, 480, 30.0),)
+    dims: int = 2
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -109,9 +129,14 @@ class Session:
         return self.cameras[0].fps
 
     @property
+    def coords(self) -> tuple[str, ...]:
+        """The names of the last axis of ``Pose.points``."""
+        return COORDS_3D if self.dims == 3 else COORDS_2D
+
+    @property
     def shape(self) -> tuple[int, int, int]:
-        """The shape of ``Pose.points``: (N, K, 3)."""
-        return len(self.individuals), len(self.bodyparts), 3
+        """The shape of ``Pose.points``: (N, K, 3), or (N, K, 4) in 3D."""
+        return len(self.individuals), len(self.bodyparts), self.dims + 1
 
 
 class ActionRecord(NamedTuple):
