@@ -70,14 +70,18 @@ def make_sinks(config: EngineConfig) -> list[Sink]:
 
 
 def rule_zones(rules: list[dict]) -> list[tuple[str, dict]]:
-    """(rule name, shape) of every ``zone`` predicate in the rules, however deeply nested."""
+    """(rule name, shape) of every 2D ``zone`` predicate in the rules, however deeply nested.
+
+    3D zones (``box``, ``sphere``) are left out: they have no outline to draw on an image."""
     found: list[tuple[str, dict]] = []
 
     def walk(name: str, node: object) -> None:
         if isinstance(node, dict):
             if node.get("type") == "zone":
-                found.append((name, {k: node[k] for k in ("rect", "circle", "polygon")
-                                     if node.get(k) is not None}))
+                shape = {k: node[k] for k in ("rect", "circle", "polygon")
+                         if node.get(k) is not None}
+                if shape:
+                    found.append((name, shape))
             for value in node.values():
                 walk(name, value)
         elif isinstance(node, list):

@@ -5,8 +5,9 @@ how it fires (``mode``, ``debounce_frames``, ``refractory_ms``) and the ``action
 devices or the stream carry out. ``RuleSet.compile`` checks the tree against the model's
 bodyparts and turns it into small index-based closures, so ``RuleSet.evaluate`` costs a few
 microseconds per frame. It takes a frame's poses as ``Pose.points``, N x K x 3 (individuals x
-bodyparts x (x, y, likelihood)); predicates look at the first individual, the only one of a
-single-animal model. Rules decide; they never send anything.
+bodyparts x (x, y, likelihood)), or N x K x 4 (x, y, z, likelihood) for a rule set compiled
+with ``dims=3`` (see 3D below); for several animals, see ``compiler``'s Animals. Rules
+decide; they never send anything.
 
 ```yaml
 rules:
@@ -25,20 +26,32 @@ rules:
 ```
 
 Predicates: ``zone`` (``rect: {x1, y1, x2, y2}``, ``circle: {cx, cy, r}`` or
-``polygon: [[x, y], ...]``; boundaries count as inside, except that a point exactly on a
+``polygon: [[x, y], ...]``, in 3D also ``box: {x1, y1, z1, x2, y2, z2}`` or
+``sphere: {cx, cy, cz, r}``; boundaries count as inside, except that a point exactly on a
 polygon's edge may fall either way), ``distance`` (``above``/``below`` px, strict),
 ``angle``, ``speed`` (``above``/``below`` px/s, strict, from consecutive poses' timestamps),
-``likelihood`` (``p``: likelihood >= p); combinators ``all``, ``any`` (lists) and ``not``,
-written as a single key (``{all: [...]}``) or with ``type``.
+``likelihood`` (``p``: likelihood >= p), ``pair_distance`` and ``near`` (between animals);
+combinators ``all``, ``any`` (lists) and ``not``, written as a single key (``{all: [...]}``)
+or with ``type``.
 
-Geometry is in full-frame image pixels: x to the right, y *down*. An angle is the direction
+In 2D, geometry is in full-frame image pixels: x to the right, y *down*. An angle is the direction
 of the vector part_a -> part_b in degrees: 0 = +x (right), 90 = +y (down), 180 = left,
 270 = up (clockwise on screen). ``range: [lo, hi]`` runs from lo up to hi, both included,
 wrapping past 360: ``[350, 10]`` and ``[-10, 10]`` are the same 20 degrees around +x.
 
+3D (``dims=3``, triangulated poses, ``Session.dims``): coordinates are world units (e.g. mm)
+and x, y, z. ``distance``, ``pair_distance``, ``near`` and ``speed`` are 3D distances and
+speeds, in world units (per second). ``box`` and ``sphere`` test x, y, z (a 2D rule set
+rejects them, naming their config path); ``rect``, ``circle`` and ``polygon`` test the (x, y)
+floor projection: "snout in the left third of the arena, at any height" (the floor when the
+calibration's world z is vertical). ``angle`` is the heading of the (x, y) projection, as in
+2D, or with ``axis: [x, y, z]`` the angle between part_a -> part_b and that world direction,
+``range`` within [0, 180]. An untriangulated bodypart (NaN coordinates: fewer than two
+cameras saw it) is unknown.
+
 Confidence: a geometric predicate needs each of its parts with likelihood >= its
-``min_likelihood`` (default: the model's pcutoff) and finite x, y; otherwise its value is
-*unknown*. Unknown propagates through the combinators (Kleene logic: ``all`` is False if a
+``min_likelihood`` (default: the model's pcutoff) and finite coordinates; otherwise its value
+is *unknown*. Unknown propagates through the combinators (Kleene logic: ``all`` is False if a
 child is False, ``any`` True if a child is True, ``not`` of unknown is unknown), and a rule
 holds only when its tree is True, so a low-confidence part never makes a rule fire, not even
 under ``not``. ``likelihood`` is the exception: a plain gate, True or False, so
@@ -55,6 +68,7 @@ from poseloop.rules.compiler import Context, Event, Part, PoseRows, RuleSet, Tes
 from poseloop.rules.schema import (
     PREDICATES,
     Action,
+    Box,
     Circle,
     Polygon,
     Predicate,
@@ -62,6 +76,7 @@ from poseloop.rules.schema import (
     Rect,
     Rule,
     RulesConfig,
+    Sphere,
     describe_errors,
     register_predicate,
     validate_rules,
@@ -70,6 +85,7 @@ from poseloop.rules.schema import (
 __all__ = [
     "PREDICATES",
     "Action",
+    "Box",
     "Circle",
     "Context",
     "Event",
@@ -82,6 +98,7 @@ __all__ = [
     "Rule",
     "RuleSet",
     "RulesConfig",
+    "Sphere",
     "Test",
     "Tracker",
     "describe_errors",

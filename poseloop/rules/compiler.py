@@ -4,8 +4,10 @@ Each predicate kind compiles itself (its registered compile function gets a ``Co
 resolves bodypart names to pose indices, reporting unknown names with their config path);
 the compiler only walks the rules, collects the errors, and keeps each rule's firing memory.
 A compiled test reads the frame's poses as rows of Python floats, ``[x, y, likelihood]``
-for every individual's bodyparts in turn (one ``tolist`` per frame: Python floats are faster
-to test than numpy scalars); a ``Part`` says which row is a bodypart's.
+(``[x, y, z, likelihood]`` for triangulated 3D poses) for every individual's bodyparts in
+turn (one ``tolist`` per frame: Python floats are faster to test than numpy scalars); a
+``Part`` says which row is a bodypart's. A rule set is compiled for 2D or 3D poses
+(``dims``), so a predicate picks its 2D or 3D test once, at compile time.
 
 Animals: every predicate takes ``animal: <name> | any | all``. A predicate without one
 looks at the animal its enclosing predicate binds; at the top of a rule the default is
@@ -32,8 +34,8 @@ from poseloop.rules.schema import (
     validate_rules,
 )
 
-#: One frame's poses (``Pose.points``, N x K x 3) as N * K rows ``[x, y, likelihood]``:
-#: bodypart k of individual n is row ``n * K + k``.
+#: One frame's poses (``Pose.points``, N x K x (dims + 1)) as N * K rows ``[x, y, likelihood]``
+#: or, in 3D, ``[x, y, z, likelihood]``: bodypart k of individual n is row ``n * K + k``.
 PoseRows = list[list[float]]
 #: A compiled predicate: the frame's poses -> True, False or None (unknown).
 Test = Callable[[PoseRows], "bool | None"]
@@ -65,7 +67,8 @@ class _Build:
     and ``hits``: the animals that made the rule being evaluated hold (filled by tests)."""
 
     def __init__(self, bodyparts: Sequence[str], pcutoff: float,
-                 individuals: Sequence[str]) -> None:
+                 individuals: Sequence[str], dims: int = 2) -> None:
+        self.dims = dims
         self.bodyparts = list(bodyparts)
         self.index = {name: k for k, name in enumerate(self.bodyparts)}
         self.individuals = list(individuals)
@@ -81,8 +84,9 @@ class Context:
 
     ``path`` is the predicate's place in the config (``rules[0].when.all[1]``); fields are
     named relative to it, so problems are reported as ``rules[0].when.all[1].part: ...``.
-    A test reads a part as ``x, y, p = rows[row]``, with the ``Part``'s row bound to a local
-    at compile time (an attribute lookup every frame costs time).
+    A test reads a part as ``x, y, p = rows[row]`` (``x, y, z, p`` when ``dims`` is 3), with
+    the ``Part``'s row bound to a local at compile time (an attribute lookup every frame
+    costs time); a predicate picks its 2D or 3D test from ``dims`` as it compiles, not per frame.
     """
 
     __slots__ = ("path", "_build", "animal")
@@ -96,6 +100,16 @@ class Context:
     def bind(self, animal: int) -> Context:
         """The same place in the config, looking at animal ``animal``."""
         return Context(self.path, self._build, animal)
+
+    @property
+    def dims(self) -> int:
+        """The poses' dimensions: 2 (image x, y in px) or 3 (world x, y, z, e.g. in mm)."""
+        return self._build.dims
+
+    def error(self, field: str, message: str) -> None:
+        """Report a problem with ``field`` of this predicate, named by its config path
+        (``rules[0].when.box: ...``); compiling goes on, and every problem is raised at once."""
+        self._build.errors.append(f"{self.path}.{field}: {message}")
 
     @property
     def individuals(self) -> list[str]:
@@ -120,9 +134,8 @@ class Context:
             return self.animal if self.animal is not None else 0
         n = self._build.animal_index.get(name)
         if n is None:
-            self._build.errors.append(
-                f"{self.path}.{field}: {name!r} is not an individual of the model "
-                f"({', '.join(self._build.individuals)}; or any, all)")
+            self.error(field, f"{name!r} is not an individual of the model "
+                              f"({', '.join(self._build.individuals)}; or any, all)")
             return 0
         return n
 
@@ -139,10 +152,7 @@ class Context:
         """
         k = self._build.index.get(name)
         if k is None:
-            self._build.errors.append(
-                f"{self.path}.{field}: {name!r} is not a bodypart "
-                f"({', '.join(self._build.bodyparts)})"
-            )
+            self.error(field, f"{name!r} is not a bodypart ({', '.join(self._build.bodyparts)})")
             k = 0
         n = self.animal_of(None, field) if animal is None else animal
         return Part(n, k, n * len(self._build.bodyparts) + k)
@@ -263,12 +273,14 @@ class RuleSet:
         *,
         devices: Collection[str] | None = None,
         individuals: Sequence[str] | None = None,
+        dims: int = 2,
     ) -> RuleSet:
         """Check rules against the model's bodyparts (and devices, if given) and compile them.
 
         ``pcutoff`` is the default ``min_likelihood`` of geometric predicates;
-        ``individuals`` names the poses' N individuals (default: one). Raises ConfigError
-        listing every problem with its path, e.g.
+        ``individuals`` names the poses' N individuals (default: one); ``dims`` is the poses'
+        2 (N x K x 3, image px) or 3 (N x K x 4, triangulated, world units: ``Session.dims``).
+        Raises ConfigError listing every problem with its path, e.g.
         ``rules[1].when.all[0].part: 'nose' is not a bodypart (snout, leftear, ...)``.
         """
         config = validate_rules(rules_config)
@@ -279,7 +291,9 @@ class RuleSet:
         individuals = ("animal",) if individuals is None else tuple(individuals)
         if not individuals or len(set(individuals)) != len(individuals):
             raise ConfigError(f"individuals must be unique and not empty, got {list(individuals)}")
-        build = _Build(bodyparts, pcutoff, individuals)
+        if dims not in (2, 3):
+            raise ConfigError(f"dims must be 2 or 3, got {dims}")
+        build = _Build(bodyparts, pcutoff, individuals, dims)
         compiled = []
         for k, rule in enumerate(config.rules):
             test = _compile(rule.when, Context(f"rules[{k}].when", build))
@@ -292,7 +306,7 @@ class RuleSet:
                     )
         if build.errors:
             raise ConfigError("\n".join(build.errors))
-        return cls(compiled, build.trackers, (len(individuals), len(bodyparts), 3),
+        return cls(compiled, build.trackers, (len(individuals), len(bodyparts), dims + 1),
                    individuals, build.hits)
 
     @property
@@ -301,12 +315,14 @@ class RuleSet:
         return tuple(r.name for r in self._rules)
 
     def evaluate(self, points: np.ndarray, t_ns: int, frame_index: int) -> list[Event]:
-        """The events fired by one frame's poses (``Pose.points``, N x K x 3) captured at t_ns."""
+        """The events fired by one frame's poses (``Pose.points``: N x K x 3, or N x K x 4 in
+        3D) captured at t_ns."""
         if points.shape != self._shape:
-            n, k, _ = self._shape
+            n, k, c = self._shape
+            coords = "x, y, likelihood" if c == 3 else "x, y, z, likelihood"
             raise ValueError(
-                f"pose points must be N x K x 3 = {n} x {k} x 3 (individuals x bodyparts x "
-                f"x, y, likelihood), got {' x '.join(map(str, points.shape)) or 'a scalar'}"
+                f"pose points must be N x K x {c} = {n} x {k} x {c} (individuals x bodyparts x "
+                f"{coords}), got {' x '.join(map(str, points.shape)) or 'a scalar'}"
             )
         pose = points.tolist()
         rows = pose[0] if self._single else list(chain.from_iterable(pose))

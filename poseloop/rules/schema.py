@@ -71,6 +71,34 @@ class Circle(RuleModel):
     r: float = Field(gt=0)
 
 
+class Box(RuleModel):
+    """Axis-aligned box (3D), faces included: x1 <= x <= x2, y1 <= y <= y2, z1 <= z <= z2."""
+
+    x1: float
+    y1: float
+    z1: float
+    x2: float
+    y2: float
+    z2: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Box:
+        for axis in "xyz":
+            lo, hi = getattr(self, f"{axis}1"), getattr(self, f"{axis}2")
+            if hi <= lo:
+                raise ValueError(f"{axis}2 ({hi}) must be greater than {axis}1 ({lo})")
+        return self
+
+
+class Sphere(RuleModel):
+    """Ball of radius r around (cx, cy, cz) (3D), surface included."""
+
+    cx: float
+    cy: float
+    cz: float
+    r: float = Field(gt=0)
+
+
 def _cross(o: Point, a: Point, b: Point) -> float:
     return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
 

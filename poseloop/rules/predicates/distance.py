@@ -1,4 +1,7 @@
-"""``distance``: the Euclidean distance between two bodyparts, in a band (px, strict)."""
+"""``distance``: the Euclidean distance between two bodyparts, in a band (strict).
+
+In the poses' units: image px in 2D, world units (mm) in 3D, where it is the 3D distance.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +15,15 @@ from poseloop.rules.schema import MinLikelihood, PredicateConfig, check_band, re
 
 
 class Distance(PredicateConfig):
-    """Euclidean distance between two bodyparts: > above and/or < below (px)."""
+    """Euclidean distance between two bodyparts (2D or 3D): > above and/or < below."""
 
     type: Literal["distance"] = "distance"
     part_a: str
     part_b: str
-    above: float | None = Field(default=None, ge=0, description="px; holds when distance > above")
-    below: float | None = Field(default=None, gt=0, description="px; holds when distance < below")
+    above: float | None = Field(default=None, ge=0, description="px, or world units (mm) in 3D; "
+                                "holds when distance > above")
+    below: float | None = Field(default=None, gt=0, description="px, or world units (mm) in 3D; "
+                                "holds when distance < below")
     min_likelihood: MinLikelihood = None
 
     @model_validator(mode="after")
@@ -44,4 +49,12 @@ def compile_distance(dist: Distance, ctx: Context) -> Test:
             return lo < d2 < hi
         return None
 
-    return test
+    def test_3d(rows: PoseRows) -> bool | None:
+        xa, ya, za, pa = rows[i]
+        xb, yb, zb, pb = rows[j]
+        if pa >= m and pb >= m and isfinite(xa + ya + za + xb + yb + zb):
+            d2 = (xb - xa) ** 2 + (yb - ya) ** 2 + (zb - za) ** 2
+            return lo < d2 < hi
+        return None
+
+    return test if ctx.dims == 2 else test_3d

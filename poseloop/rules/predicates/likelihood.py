@@ -19,8 +19,9 @@ class Likelihood(PredicateConfig):
 @register_predicate(Likelihood)
 def compile_likelihood(gate: Likelihood, ctx: Context) -> Test:
     i, p = ctx.part(gate.part, "part").row, gate.p
+    c = ctx.dims  # the likelihood is a row's last element: [x, y, p] or [x, y, z, p]
 
     def test(rows: PoseRows) -> bool:
-        return rows[i][2] >= p
+        return rows[i][c] >= p
 
     return test

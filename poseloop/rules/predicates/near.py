@@ -1,8 +1,8 @@
-"""``near``: another animal within ``within`` px of a bodypart of this one.
+"""``near``: another animal within ``within`` (px, or world units in 3D) of a bodypart of this one.
 
 "Another mouse close to this one's snout": any other animal whose ``other_part`` (default:
-any of its confident bodyparts) lies within ``within`` px of this animal's ``part``. The
-event names both animals.
+any of its confident bodyparts) lies within ``within`` of this animal's ``part`` (image px
+in 2D; in 3D the 3D distance, in world units such as mm). The event names both animals.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from poseloop.rules.schema import MinLikelihood, PredicateConfig, register_predi
 
 
 class Near(PredicateConfig):
-    """Another animal's other_part (or any part) within ``within`` px of this one's part."""
+    """Another animal's other_part (or any part) within ``within`` of this one's part."""
 
     type: Literal["near"] = "near"
     part: str
-    within: float = Field(gt=0, description="px")
+    within: float = Field(gt=0, description="px, or world units (mm) in 3D")
     other_part: str | None = Field(default=None, description="None = any bodypart")
     min_likelihood: MinLikelihood = None
 
@@ -38,4 +38,4 @@ def compile_near(near: Near, ctx: Context) -> Test:
         pairs = tuple((b, j) for b in others for j in ctx.rows_of(b))
     m = ctx.min_likelihood(near.min_likelihood)
     within = nextafter(near.within * near.within, inf)  # the edge counts as within
-    return between_animals(a, i, pairs, -1.0, within, m, ctx.hits)
+    return between_animals(a, i, pairs, -1.0, within, m, ctx.hits, ctx.dims)

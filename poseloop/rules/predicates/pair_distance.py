@@ -1,8 +1,9 @@
-"""``pair_distance``: a bodypart of one animal and a bodypart of another, in a band (px).
+"""``pair_distance``: a bodypart of one animal and a bodypart of another, in a band.
 
 "fly1's head within 20 px of fly2's abdomen": ``animal_a`` (default: the animal the rule
 looks at) and ``animal_b`` (default: any *other* animal); the test holds when some pair of
-different animals is in the band, and names both in the event.
+different animals is in the band, and names both in the event. Distances are in the poses'
+units: image px in 2D, world units (mm) in 3D, where they are 3D distances.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ class PairDistance(PredicateConfig):
     part_b: str
     animal_a: str | None = Field(default=None, description="None = the rule's animal")
     animal_b: str | None = Field(default=None, description="None = any other animal")
-    above: float | None = Field(default=None, ge=0, description="px; holds when distance > above")
-    below: float | None = Field(default=None, gt=0, description="px; holds when distance < below")
+    above: float | None = Field(default=None, ge=0, description="px, or world units (mm) in 3D; "
+                                "holds when distance > above")
+    below: float | None = Field(default=None, gt=0, description="px, or world units (mm) in 3D; "
+                                "holds when distance < below")
     min_likelihood: MinLikelihood = None
 
     @model_validator(mode="after")
@@ -46,14 +49,14 @@ def compile_pair_distance(pair: PairDistance, ctx: Context) -> Test:
     m = ctx.min_likelihood(pair.min_likelihood)
     lo = -1.0 if pair.above is None else pair.above * pair.above
     hi = inf if pair.below is None else pair.below * pair.below
-    return between_animals(a, i, js, lo, hi, m, ctx.hits)
+    return between_animals(a, i, js, lo, hi, m, ctx.hits, ctx.dims)
 
 
 def between_animals(a: int, i: int, others: tuple[tuple[int, int], ...], lo: float, hi: float,
-                    m: float, hits: list[int]) -> Test:
+                    m: float, hits: list[int], dims: int = 2) -> Test:
     """The test: row ``i`` (of animal ``a``) and some row j of another animal b (``others``:
-    (b, j) pairs), both at likelihood >= m, lie lo < distance^2 < hi apart; names a and b.
-    None when ``i`` or every other row is unknown."""
+    (b, j) pairs), both at likelihood >= m, lie lo < distance^2 < hi apart (in ``dims``
+    dimensions); names a and b. None when ``i`` or every other row is unknown."""
 
     def test(rows: PoseRows) -> bool | None:
         xa, ya, pa = rows[i]
@@ -70,4 +73,19 @@ def between_animals(a: int, i: int, others: tuple[tuple[int, int], ...], lo: flo
                 result = False
         return result
 
-    return test
+    def test_3d(rows: PoseRows) -> bool | None:
+        xa, ya, za, pa = rows[i]
+        if not (pa >= m and isfinite(xa + ya + za)):
+            return None
+        result = None
+        for b, j in others:
+            xb, yb, zb, pb = rows[j]
+            if pb >= m and isfinite(xb + yb + zb):
+                if lo < (xb - xa) ** 2 + (yb - ya) ** 2 + (zb - za) ** 2 < hi:
+                    hits.append(a)
+                    hits.append(b)
+                    return True
+                result = False
+        return result
+
+    return test if dims == 2 else test_3d

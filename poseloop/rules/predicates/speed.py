@@ -1,4 +1,8 @@
-"""``speed``: a bodypart's speed (px/s) between consecutive poses, in a band (strict)."""
+"""``speed``: a bodypart's speed between consecutive poses, in a band (strict).
+
+In the poses' units per second: image px/s in 2D, world units (mm) per second in 3D, where
+it is the 3D speed.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,14 @@ from poseloop.rules.schema import MinLikelihood, PredicateConfig, check_band, re
 
 
 class Speed(PredicateConfig):
-    """A bodypart's speed (px/s) between consecutive poses: > above and/or < below."""
+    """A bodypart's speed (2D or 3D) between consecutive poses: > above and/or < below."""
 
     type: Literal["speed"] = "speed"
     part: str
-    above: float | None = Field(default=None, ge=0, description="px/s; holds when speed > above")
-    below: float | None = Field(default=None, gt=0, description="px/s; holds when speed < below")
+    above: float | None = Field(default=None, ge=0, description="px/s, or world units (mm) per "
+                                "second in 3D; holds when speed > above")
+    below: float | None = Field(default=None, gt=0, description="px/s, or world units (mm) per "
+                                "second in 3D; holds when speed < below")
     min_likelihood: MinLikelihood = None
 
     @model_validator(mode="after")
@@ -57,10 +63,32 @@ class SpeedTracker:
         self.x, self.y, self.t_ns = x, y, t_ns
 
 
+class SpeedTracker3D(SpeedTracker):
+    """``SpeedTracker`` for 3D poses: the speed along the 3D path, rows ``[x, y, z, p]``."""
+
+    __slots__ = ("z",)
+
+    def reset(self) -> None:
+        super().reset()
+        self.z = 0.0
+
+    def update(self, rows: PoseRows, t_ns: int) -> None:
+        x, y, z, p = rows[self.i]
+        if not (p >= self.m and isfinite(x + y + z)):
+            self.t_ns = self.speed = None
+            return
+        if self.t_ns is not None and t_ns > self.t_ns:
+            self.speed = hypot(x - self.x, y - self.y, z - self.z) * 1e9 / (t_ns - self.t_ns)
+        else:
+            self.speed = None
+        self.x, self.y, self.z, self.t_ns = x, y, z, t_ns
+
+
 @register_predicate(Speed)
 def compile_speed(speed: Speed, ctx: Context) -> Test:
+    tracker_type = SpeedTracker if ctx.dims == 2 else SpeedTracker3D
     tracker = ctx.track(
-        SpeedTracker(ctx.part(speed.part, "part"), ctx.min_likelihood(speed.min_likelihood))
+        tracker_type(ctx.part(speed.part, "part"), ctx.min_likelihood(speed.min_likelihood))
     )
     lo = -1.0 if speed.above is None else speed.above
     hi = inf if speed.below is None else speed.below
