@@ -225,6 +225,55 @@ def test_single_animal_channel_labels() -> None:
     assert kinds == {"PositionX", "PositionY", "Confidence"}
 
 
+RIG_3D = Session(
+    bodyparts=("snout", "tail"),
+    unique_bodyparts=("top",),
+    cameras=(CameraInfo(64, 48, 25.0, name="left"), CameraInfo(64, 48, 25.0, name="right")),
+    dims=3,
+)
+
+
+def test_3d_channels_are_x_y_z_likelihood_in_mm() -> None:
+    labels = channel_labels(RIG_3D)
+    assert [label for label, *_ in labels] == [
+        "snout_x", "snout_y", "snout_z", "snout_likelihood",
+        "tail_x", "tail_y", "tail_z", "tail_likelihood",
+        "single_top_x", "single_top_y", "single_top_z", "single_top_likelihood"]
+    assert [(kind, unit) for _, _, _, kind, unit in labels[:4]] == [
+        ("PositionX", "mm"), ("PositionY", "mm"), ("PositionZ", "mm"),
+        ("Confidence", "probability")]
+    assert {unit for *_, unit in channel_labels(Session(bodyparts=("a",)))} == {
+        "pixels", "probability"}
+
+
+def test_an_inlet_receives_3d_samples(tmp_path: Path) -> None:
+    sink = LslSink(LslConfig(name="poseloop-3d", markers=False))
+    sink.open(RIG_3D)
+    inlet = LslInlet("poseloop-3d", workdir=tmp_path)
+    try:
+        inlet.wait_ready()
+        assert sink.wait_for_consumers(10)
+        poses = []
+        for i in range(5):
+            points = np.array([[[i, 2.5, -3.0, 0.9], [np.nan, np.nan, np.nan, 0.2]]],
+                              np.float32)
+            poses.append(Pose(points, i, time.perf_counter_ns(),
+                              unique=np.array([[10, 20, 30, 1]], np.float32),
+                              triangulation=np.zeros((1, 2, 2), np.float32)))
+            sink.pose(poses[-1])
+        with pytest.raises(ValueError, match=r"unique bodyparts of frame 5 have shape \(1, 3\)"):
+            sink.pose(Pose(points, 5, 0, unique=np.zeros((1, 3), np.float32)))
+        got = inlet.finish({"poseloop-3d": 5})["poseloop-3d"]
+    finally:
+        sink.close()
+        inlet.close()
+    assert got.channel_count == 12 and got.labels[:4] == ["snout_x", "snout_y", "snout_z",
+                                                          "snout_likelihood"]
+    expected = [np.concatenate([p.points.ravel(), p.unique.ravel()]) for p in poses
+                if p.unique is not None]
+    assert np.array_equal(np.array(got.samples, np.float32), expected, equal_nan=True)
+
+
 def _own_sockets() -> set[str]:
     inodes = set()
     for fd in os.listdir("/proc/self/fd"):

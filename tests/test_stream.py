@@ -27,6 +27,7 @@ from poseloop.errors import ConfigError
 from poseloop.realtime.sinks import SINKS
 from poseloop.realtime.types import ActionRecord, CameraInfo, Pose, Session, Sink
 from poseloop.stream import (
+    CameraMeta,
     CurveClient,
     CurveConfig,
     EventMessage,
@@ -133,7 +134,9 @@ def test_meta_comes_from_the_session() -> None:
     meta = Meta.from_session(MULTI)
     assert meta == Meta(bodyparts=("snout", "tailbase"), skeleton=(), model="ma.onnx",
                         image_size=(320, 240), individuals=("mouse1", "mouse2", "mouse3"),
-                        unique_bodyparts=("top", "bottom"), multi_animal=True, fps=60.0)
+                        unique_bodyparts=("top", "bottom"), multi_animal=True, fps=60.0,
+                        coords=("x", "y", "likelihood"),
+                        cameras=(CameraMeta("camera", 320, 240, 60.0),))
     assert META.individuals == ("animal",) and not META.multi_animal
 
 
@@ -219,6 +222,8 @@ def test_second_language_check_plain_zmq_json_numpy() -> None:
         "model": "ma.onnx",
         "image_size": [320, 240],
         "fps": 60.0,
+        "coords": ["x", "y", "likelihood"],
+        "cameras": [{"name": "camera", "width": 320, "height": 240, "fps": 60.0}],
     }
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from poseloop.errors import ConfigError
 from poseloop.hardware.actuators import make_actuators
 from poseloop.modelspec import ModelSpec
 from poseloop.realtime.cameras import make_camera
+from poseloop.realtime.cameras.group import CameraGroup, GroupConfig
 from poseloop.realtime.decoder import make_decoder
 from poseloop.realtime.engine import Engine
 from poseloop.realtime.engine_config import EngineConfig
@@ -24,6 +26,7 @@ from poseloop.realtime.sinks import SINKS
 from poseloop.realtime.tracker import AnimalTracker
 from poseloop.realtime.types import Camera, Decoder, Session, Sink
 from poseloop.rules import RuleSet
+from poseloop.threed.live import LiveTriangulation
 
 
 def model_file(config: EngineConfig) -> Path:
@@ -93,23 +96,52 @@ def rule_zones(rules: list[dict]) -> list[tuple[str, dict]]:
     return found
 
 
-def build_engine(config: EngineConfig, camera: Camera | None = None) -> Engine:
-    """An Engine with every part of ``config`` (``camera`` replaces the configured one)."""
+def make_group(config: GroupConfig, timeout_s: float) -> CameraGroup:
+    """The camera group of a ``group`` section (errors name ``group.cameras[i]``)."""
+    cameras = [make_camera(c, f"group.cameras[{i}]") for i, c in enumerate(config.cameras)]
+    return CameraGroup(cameras, config.sync, config.tolerance_ms, timeout_s)
+
+
+def build_engine(config: EngineConfig, camera: Camera | CameraGroup | None = None) -> Engine:
+    """An Engine with every part of ``config`` (``camera`` replaces the configured camera
+    or group)."""
     model = model_file(config)
     runner = make_runner(model, config.runner)
     spec = runner.spec
     actuators = make_actuators(config.devices)
+    group = config.group
     rules = RuleSet.compile(
         [r.model_dump(by_alias=True) for r in config.rules], spec.bodyparts, spec.pcutoff,
         devices={a.name for a in actuators}, individuals=spec.individual_names,
+        dims=2 if group is None else 3,
     ) if config.rules else None
     decoder = make_decoder(spec)
+    if group is None:
+        source: Camera | CameraGroup = camera if camera is not None \
+            else make_camera(config.camera)
+        preprocess: Preprocessor | list[Preprocessor] = Preprocessor.from_spec(
+            spec, config.preprocess)
+        tracker = make_tracker(spec, decoder)
+        triangulation = None
+    else:
+        source = camera if camera is not None else make_group(group, config.camera_timeout_s)
+        views = len(group.cameras)
+        preprocess = [Preprocessor.from_spec(spec, config.preprocess) for _ in range(views)]
+        tracker = [make_tracker(spec, decoder) for _ in range(views)]
+        triangulation = LiveTriangulation.from_config(
+            group.triangulation, (len(spec.individual_names), len(spec.bodyparts)),
+            spec.pcutoff)
+        if triangulation.cameras != views:
+            raise ConfigError(f"group: {views} cameras but group.triangulation names "
+                              f"{triangulation.cameras} ({', '.join(triangulation.names)}): "
+                              f"give triangulation.cameras, one per camera")
     return Engine(
-        camera=camera if camera is not None else make_camera(config.camera),
-        preprocess=Preprocessor.from_spec(spec, config.preprocess),
+        camera=source,
+        preprocess=preprocess,
         runner=runner,
         decoder=decoder,
-        tracker=make_tracker(spec, decoder),
+        tracker=tracker,
+        triangulation=triangulation,
         session=session_of(spec, model),
         processors=make_processors(config.processors, spec.pcutoff),
         rules=rules,

@@ -2,8 +2,9 @@
 
 A sink: the loop only copies the frame into a latest-wins slot (a replaced, undisplayed
 frame counts in ``dropped``); drawing and ``cv2.imshow`` run in a display thread, so a slow
-screen never delays a pose. Needs an OpenCV build with GUI support (``opencv-python``, not
-``-headless``).
+screen never delays a pose. With triangulated 3D poses the frame is the first camera's, and
+that camera's 2D poses (``Pose.views``) are drawn on it. Needs an OpenCV build with GUI
+support (``opencv-python``, not ``-headless``).
 """
 
 from __future__ import annotations
@@ -31,10 +32,23 @@ ANIMAL_COLORS = ((180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214),
                  (189, 103, 148), (75, 86, 140), (194, 119, 227), (34, 189, 188))
 
 
+def image_points(pose: Pose, camera: int = 0) -> np.ndarray | None:
+    """The 2D points (N x K x 3 pixels) to draw on ``camera``'s frame: the pose's points,
+    or for a triangulated 3D pose (N x K x 4, world units) that camera's view from
+    ``pose.views``; None when a 3D pose has no views."""
+    if pose.points.shape[-1] != 4:
+        return pose.points
+    return None if pose.views is None else pose.views[camera]
+
+
 def draw_pose(image: np.ndarray, points: np.ndarray, session: Session) -> np.ndarray:
     """Draw every individual's skeleton and bodyparts (filled when likelihood >= pcutoff)
-    onto ``image``; points N x K x 3 (or K x 3). A multi-animal session draws each animal's
-    skeleton in its own colour with its name beside it."""
+    onto ``image``; points N x K x 3 (or K x 3) pixels of that image (see ``image_points``
+    for 3D poses). A multi-animal session draws each animal's skeleton in its own colour
+    with its name beside it."""
+    if points.shape[-1] != 3:
+        raise ValueError(f"draw_pose draws 2D points (x, y, likelihood), got shape "
+                         f"{points.shape}; for 3D poses draw a camera's view (image_points)")
     index = {name: i for i, name in enumerate(session.bodyparts)}
     colors = cv2.applyColorMap(
         np.linspace(0, 255, max(len(index), 2)).astype(np.uint8)[:, None], cv2.COLORMAP_JET
@@ -72,7 +86,7 @@ class Display:
         self.fatal: str | None = None
         self._session: Session | None = None
         self._cond = threading.Condition()
-        self._slot: tuple[np.ndarray, np.ndarray] | None = None
+        self._slot: tuple[np.ndarray, np.ndarray | None] | None = None
         self._buffers: list[np.ndarray] = []
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -92,7 +106,8 @@ class Display:
         self._thread.start()
 
     def pose(self, pose: Pose, frame: Frame) -> None:
-        """Copy the frame and poses into the slot (the previous undisplayed one is replaced)."""
+        """Copy the frame and poses into the slot (the previous undisplayed one is replaced);
+        3D poses are drawn as the frame's camera saw them."""
         image = self._buffers.pop() if self._buffers else np.empty_like(frame.image)
         if image.shape != frame.image.shape:
             image = np.empty_like(frame.image)
@@ -101,7 +116,7 @@ class Display:
             if self._slot is not None:
                 self._buffers.append(self._slot[0])
                 self.dropped += 1
-            self._slot = (image, pose.points)
+            self._slot = (image, image_points(pose, frame.camera))
             self._cond.notify()
 
     def event(self, action: ActionRecord) -> None:
@@ -117,7 +132,9 @@ class Display:
                     break
                 image, points = self._slot
                 self._slot = None
-            cv2.imshow(self.config.window, draw_pose(image, points, self._session))
+            if points is not None:
+                draw_pose(image, points, self._session)
+            cv2.imshow(self.config.window, image)
             cv2.waitKey(1)
             self._buffers.append(image)
         cv2.destroyAllWindows()

@@ -10,6 +10,12 @@ runner, a decoder, an optional tracker, processors, rules, actuators (devices) a
 
 or feed frames yourself with ``engine.step(frame)``.
 
+With a :class:`~poseloop.realtime.cameras.group.CameraGroup` as the camera (one preprocess
+and one tracker per camera) and a ``triangulation``, the loop is the same over frame sets:
+each set's views go through the network as one batch, are decoded per view
+(:class:`~poseloop.realtime.views.ViewSet`), triangulated into N x K x 4 poses, and those go
+through the same processors, rules and sinks (``engine.step_set(frame_set)``).
+
 Lifecycle: :meth:`open` opens the actuators and the camera (whose reported size and frame
 rate reach the warm-up and every sink), opens the sinks and warms every stage up;
 :meth:`run` grabs in a thread (newest frame wins) and runs every other stage in the calling
@@ -26,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from pydantic import Field
@@ -34,6 +40,7 @@ from pydantic import Field
 from poseloop.config import Strict
 from poseloop.errors import CameraError
 from poseloop.realtime.cameras import GrabThread
+from poseloop.realtime.cameras.group import CameraGroup, FrameSet
 from poseloop.realtime.processors import ProcessorChain
 from poseloop.realtime.types import (
     ActionRecord,
@@ -50,6 +57,8 @@ from poseloop.realtime.types import (
     Sink,
     Tracker,
 )
+from poseloop.realtime.views import ViewSet
+from poseloop.threed.live import Triangulation
 
 _now = time.perf_counter_ns
 _LATENCY_WINDOW = 100  # trigger latencies in the running median
@@ -80,6 +89,9 @@ class RunStats:
     stopped_by: str = ""
     errors: list[str] = field(default_factory=list)
     tracks: dict[str, int] = field(default_factory=dict)  # multi-animal: new, lost, refound
+    #: A camera group: per camera, sets it was missing from, frames it sent that no set used.
+    views_missing: list[int] = field(default_factory=list)
+    views_unused: list[int] = field(default_factory=list)
 
     @property
     def fps(self) -> float:
@@ -105,12 +117,13 @@ class Engine:
     def __init__(
         self,
         *,
-        camera: Camera,
-        preprocess: Preprocess,
+        camera: Camera | CameraGroup,
+        preprocess: Preprocess | Sequence[Preprocess],
         runner: Runner,
         decoder: Decoder,
         session: Session,
-        tracker: Tracker | None = None,
+        tracker: Tracker | Sequence[Tracker | None] | None = None,
+        triangulation: Triangulation | None = None,
         processors: ProcessorChain | None = None,
         rules: RuleEvaluator | None = None,
         actuators: Sequence[Actuator] = (),
@@ -118,12 +131,34 @@ class Engine:
         limits: LoopConfig | None = None,
         model_path: str | Path | None = None,
     ) -> None:
-        for part, protocol, what in ((camera, Camera, "camera"), (preprocess, Preprocess,
-                                     "preprocess"), (runner, Runner, "runner"),
-                                     (decoder, Decoder, "decoder")):
+        group = camera if isinstance(camera, CameraGroup) else None
+        preprocesses = list(preprocess) if isinstance(preprocess, Sequence) else [preprocess]
+        trackers = list(tracker) if isinstance(tracker, Sequence) else [tracker]
+        views = len(group.cameras) if group is not None else 1
+        if group is None and (len(preprocesses) != 1 or len(trackers) != 1
+                              or triangulation is not None):
+            raise ValueError("one preprocess and one tracker per camera, and a triangulation "
+                             "only with a camera group")
+        if group is not None:
+            if triangulation is None:
+                raise ValueError("a camera group needs a triangulation (its calibration)")
+            if not (len(preprocesses) == views and len(trackers) in (1, views)
+                    and triangulation.cameras == views):
+                raise ValueError(f"a group of {views} cameras needs {views} preprocesses, "
+                                 f"{views} trackers (or none) and a triangulation of {views} "
+                                 f"cameras; got {len(preprocesses)}, {len(trackers)} and "
+                                 f"{triangulation.cameras}")
+            if len(trackers) == 1:
+                trackers *= views
+        else:
+            _check(camera, Camera, "camera")
+        for part, protocol, what in ((runner, Runner, "runner"), (decoder, Decoder, "decoder")):
             _check(part, protocol, what)
-        if tracker is not None:
-            _check(tracker, Tracker, "tracker")
+        for p in preprocesses:
+            _check(p, Preprocess, "preprocess")
+        for t in trackers:
+            if t is not None:
+                _check(t, Tracker, "tracker")
         if rules is not None:
             _check(rules, RuleEvaluator, "rules")
         for actuator in actuators:
@@ -136,10 +171,14 @@ class Engine:
         if tuple(decoder.shape[:2]) != session.shape[:2]:
             raise ValueError(f"decoder writes {decoder.shape} points, the session names "
                              f"{session.shape} (individuals x bodyparts x 3)")
-        self.camera, self.preprocess, self.runner, self.decoder = (
-            camera, preprocess, runner, decoder)
+        self.camera, self.runner, self.decoder = camera, runner, decoder
+        self.preprocess = preprocesses[0]
+        self.group = group
+        self.triangulation = triangulation
         self.session = session
-        self.tracker = tracker
+        self.tracker = trackers[0]
+        #: A camera group's per-view stages (None for one camera).
+        self.views = ViewSet(preprocesses, runner, decoder, trackers) if group else None
         self.processors = processors if processors is not None else ProcessorChain([])
         self.rules = rules
         self.actuators: dict[str, Actuator] = {a.name: a for a in actuators}
@@ -160,10 +199,12 @@ class Engine:
         #: Median exposure -> output latency of the last fired actions (ns), None until one.
         self.trigger_latency_ns: int | None = None
         self._has_processors = bool(self.processors.processors)
-        self._points = np.zeros(decoder.shape, np.float32)
+        n, k, _ = decoder.shape
+        self._points = np.zeros((n, k, 4) if group else decoder.shape, np.float32)
+        self._quality = np.zeros((n, k, 2), np.float32)
         #: The decoder's unique bodyparts (U x 3, multi-animal models that have some).
         self._unique: np.ndarray | None = getattr(decoder, "unique", None)
-        self._ids = np.arange(decoder.shape[0], dtype=np.int64) if tracker is None \
+        self._ids = np.arange(decoder.shape[0], dtype=np.int64) if self.tracker is None \
             else np.full(decoder.shape[0], -1, np.int64)
         self.stats = RunStats()
         self.last_events: list = []
@@ -197,17 +238,44 @@ class Engine:
         for actuator in self._actuator_list:
             actuator.open()
             self._opened.append(actuator)
-        self.camera_info = info = self.camera.open()
-        self._camera_open = True
-        self.session = replace(self.session, cameras=(info,))
+        if self.group is not None:
+            infos = self.group.open()
+            self._camera_open = True
+            self._check_calibration(infos)
+            self.camera_info = info = infos[0]
+            self.session = replace(self.session, cameras=tuple(infos), dims=3)
+        else:
+            camera = cast(Camera, self.camera)
+            self.camera_info = info = camera.open()
+            self._camera_open = True
+            self.session = replace(self.session, cameras=(info,))
         for sink in self.sinks:
             attach = getattr(sink, "attach", None)
             if attach is not None:  # a sink with controls (the live page's stop button)
                 attach(self)
             sink.open(self.session)
             self._opened.append(sink)
-        self.warmup((info.width, info.height))
+        if self.views is not None:
+            self.views.warmup([(c.width, c.height) for c in self.session.cameras])
+            assert self.triangulation is not None
+            self.triangulation.warmup()
+            self.processors.warmup()
+        else:
+            self.warmup((info.width, info.height))
         return self
+
+    def _check_calibration(self, infos: Sequence[CameraInfo]) -> None:
+        """CameraError unless each camera delivers the size its calibration was made at."""
+        sizes = getattr(self.triangulation, "sizes", None)
+        names = getattr(self.triangulation, "names", None)
+        if sizes is None or names is None:
+            return
+        for i, (info, size, name) in enumerate(zip(infos, sizes, names, strict=True)):
+            if (info.width, info.height) != tuple(size):
+                raise CameraError(
+                    f"camera {i} ({info.name}) delivers {info.width}x{info.height} frames; "
+                    f"its calibration ({name}) is for {size[0]}x{size[1]}: calibrate at the "
+                    f"size you record, or set the camera's size")
 
     def warmup(self, frame_size: tuple[int, int]) -> None:
         """Compile and warm every stage on a blank frame of (width, height), outside any timing."""
@@ -269,11 +337,38 @@ class Engine:
         outputs = self.runner.run(image)
         t_infer = _now()
         points = self.decoder.decode(outputs, self._points, transform)
-        unique = self._unique
         if self.tracker is not None:
             self.tracker.update(points, self._ids, frame.t_capture_ns)
         t_decode = _now()
         self.preprocess.update(points)
+        return self._finish(points, frame, {"grab": t_grab, "preprocess": t_pre,
+                                            "infer": t_infer, "decode": t_decode})
+
+    def step_set(self, frame_set: FrameSet) -> Pose:
+        """Run one camera group's frame set through every stage; returns its 3D poses
+        (N x K x 4) with every view's 2D poses in ``Pose.views``.
+
+        The sinks are handed the first camera's frame, its ``views`` set to the set's frames.
+        """
+        views, triangulation = self.views, self.triangulation
+        if views is None or triangulation is None:
+            raise RuntimeError("step_set needs a camera group (use step for one camera)")
+        t_grab = _now()
+        frames = frame_set.frames
+        t_pre, t_infer = views.infer(frames, frame_set.t_capture_ns)
+        t_decode = _now()
+        points = triangulation.triangulate(views.views, self._points, self._quality)
+        t_tri = _now()
+        self._ids[:] = views.ids[0]
+        anchor = next(f for f in frames if f is not None)
+        anchor.views = frames
+        return self._finish(points, anchor, {
+            "grab": t_grab, "preprocess": t_pre, "infer": t_infer, "decode": t_decode,
+            "triangulate": t_tri}, views=views.views.copy(), quality=self._quality.copy())
+
+    def _finish(self, points: np.ndarray, frame: Frame, timings: dict[str, int],
+                views: np.ndarray | None = None, quality: np.ndarray | None = None) -> Pose:
+        """The stages after the poses: processors, rules and devices, then the sinks."""
         if self._has_processors:
             points = self.processors.process(
                 points, t_capture_ns=frame.t_capture_ns,
@@ -281,7 +376,7 @@ class Engine:
                 trigger_latency_ns=self.trigger_latency_ns,
             )
         data = points.copy()
-        t_process = _now()
+        timings["process"] = _now()
         if self.rules is not None:
             events = self.last_events = self.rules.evaluate(data, frame.t_capture_ns,
                                                              frame.index)
@@ -291,11 +386,10 @@ class Engine:
             actuator.keepalive()  # feeds the device watchdogs while the loop runs
         if self._timed:
             self._deliver_timing()
-        t_rules = _now()
-        pose = Pose(data, frame.index, frame.t_capture_ns, {
-            "grab": t_grab, "preprocess": t_pre, "infer": t_infer, "decode": t_decode,
-            "process": t_process, "rules": t_rules,
-        }, self._ids.copy(), None if unique is None else unique.copy(), frame.camera)
+        timings["rules"] = _now()
+        unique = self._unique if views is None else None  # 3D: unique parts not triangulated
+        pose = Pose(data, frame.index, frame.t_capture_ns, timings, self._ids.copy(),
+                    None if unique is None else unique.copy(), frame.camera, views, quality)
         for sink in self._live:
             sink.pose(pose, frame)
         pose.timings["publish"] = _now()
@@ -351,7 +445,11 @@ class Engine:
         fatally, or Ctrl-C. ``on_pose(pose, frame)`` (optional) is called after each frame."""
         max_frames = self.limits.max_frames if max_frames is None else max_frames
         duration_s = self.limits.duration_s if duration_s is None else duration_s
-        grab = self._grab = GrabThread(self.camera, self.limits.camera_timeout_s).start()
+        group = self.group
+        grab = None
+        if group is None:
+            grab = self._grab = GrabThread(cast(Camera, self.camera),
+                                           self.limits.camera_timeout_s).start()
         t0 = time.monotonic()
         stats = self.stats
         try:
@@ -365,12 +463,21 @@ class Engine:
                 if duration_s is not None and time.monotonic() - t0 >= duration_s:
                     stats.stopped_by = "duration"
                     break
-                frame = grab.get()
-                if frame is None:
-                    stats.stopped_by = ("interrupted" if self._stop_requested.is_set()
-                                        else "end of stream")
-                    break
-                pose = self.step(frame)
+                if group is not None:
+                    frame_set = group.read()
+                    if frame_set is None:
+                        stats.stopped_by = "end of stream"
+                        break
+                    pose = self.step_set(frame_set)
+                    frame = next(f for f in frame_set.frames if f is not None)
+                else:
+                    assert grab is not None
+                    frame = grab.get()
+                    if frame is None:
+                        stats.stopped_by = ("interrupted" if self._stop_requested.is_set()
+                                            else "end of stream")
+                        break
+                    pose = self.step(frame)
                 if on_pose is not None:
                     on_pose(pose, frame)
                 failed = next((s for s in self.sinks if s.fatal), None)
@@ -385,11 +492,18 @@ class Engine:
             stats.stopped_by = "interrupted"
         finally:
             self._grab = None
-            if not grab.stop():  # stuck in read(): the camera cannot be closed safely
-                self._camera_open = False
             stats.seconds = time.monotonic() - t0
-            stats.captured = grab.grabbed
-            stats.camera_dropped = grab.dropped
+            if grab is not None:
+                if not grab.stop():  # stuck in read(): the camera cannot be closed safely
+                    self._camera_open = False
+                stats.captured = grab.grabbed
+                stats.camera_dropped = grab.dropped
+            elif group is not None:
+                counters = group.counters
+                stats.captured = counters.sets
+                stats.camera_dropped = counters.unused[0]
+                stats.views_missing = list(counters.missing)
+                stats.views_unused = list(counters.unused)
             self._count_drops()
         return stats
 

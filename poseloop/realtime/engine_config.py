@@ -31,6 +31,7 @@ from typing_extensions import LiteralString
 from poseloop.config import load_yaml, validate
 from poseloop.hardware.config import DeviceConfig
 from poseloop.realtime.camera_config import CameraConfig, OpenCVConfig, SyntheticConfig
+from poseloop.realtime.cameras.group import GroupConfig
 from poseloop.realtime.engine import LoopConfig
 from poseloop.realtime.preprocess import PreprocessConfig
 from poseloop.realtime.processors import ProcessorConfig
@@ -46,6 +47,8 @@ class EngineConfig(LoopConfig):
 
     model: str | None = Field(default=None, description="exported .onnx; None = the demo's model")
     camera: CameraConfig = Field(default_factory=lambda: CameraConfig(SyntheticConfig()))
+    group: GroupConfig | None = Field(
+        default=None, description="several calibrated cameras -> 3D poses (instead of camera)")
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     processors: list[ProcessorConfig] = Field(default_factory=list)
@@ -57,6 +60,12 @@ class EngineConfig(LoopConfig):
     def sinks(self) -> dict[str, BaseModel | None]:
         """Every registered sink's section by name; None = that sink is off."""
         return dict(self._sinks)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EngineConfig:
+        if self.group is not None and "camera" in self.model_fields_set:
+            raise ValueError("give camera (one camera) or group (several), not both")
+        return self
 
     @field_validator("rules", mode="wrap")
     @classmethod
@@ -137,8 +146,14 @@ def load_engine_config(source: str | Path | dict | EngineConfig | None) -> Engin
     base = path.resolve().parent
     if cfg.model and not Path(cfg.model).is_absolute():
         cfg.model = str(base / cfg.model)
-    cam = cfg.camera.root
-    if isinstance(cam, OpenCVConfig) and isinstance(cam.source, str):
-        if not Path(cam.source).is_absolute() and (base / cam.source).exists():
-            cam.source = str(base / cam.source)
+    cameras = [cfg.camera] if cfg.group is None else cfg.group.cameras
+    for section in cameras:
+        cam = section.root
+        if isinstance(cam, OpenCVConfig) and isinstance(cam.source, str):
+            if not Path(cam.source).is_absolute() and (base / cam.source).exists():
+                cam.source = str(base / cam.source)
+    if cfg.group is not None:
+        tri = cfg.group.triangulation
+        if not Path(tri.calibration).is_absolute():
+            tri.calibration = str(base / tri.calibration)
     return cfg

@@ -28,6 +28,19 @@ appends the new rows to the files (all named at :meth:`Recorder.open`, from the 
   devices with trigger timing, ``nan`` elsewhere. An event row is written once its timing
   came or ``EVENT_HOLD_S`` after it fired.
 
+A 3D session (a camera group with a triangulation, ``Session.dims == 3``) records:
+
+* ``<name><scorer>_3d.csv``: the 3D poses in anipose's layout (its ``pose-3d`` tables):
+  per bodypart ``<bp>_x, _y, _z, _error`` (mean reprojection error, px), ``_ncams``,
+  ``_score`` (likelihood), then ``M_00 .. M_22`` and ``center_0 .. 2`` (identity and zero:
+  the calibration's own axes) and ``fnum`` (the frame index); several animals prefix the
+  bodypart with the individual (``<individual>_<bp>_x``). Missing values are empty.
+* ``<name>_<camera><scorer>.csv`` / ``.h5`` per camera: that view's 2D poses in
+  DeepLabCut's layout, as above; ``<name>_<camera>.mkv`` per camera with ``record.video``
+  (a view missing from a set is written black, so every video has the same frames).
+* the timing and events tables as above; the timing table's last column, ``triangulate``,
+  is when the triangulation finished (between ``decode`` and ``process``).
+
 The rows are formatted by this module, not by pandas (byte for byte what pandas'
 ``to_csv`` wrote before, so DeepLabCut's tools read the same files): the writer thread builds
 no per-flush objects that outlive the flush, and the recorder's memory stays constant over a
@@ -59,6 +72,7 @@ import queue
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -68,6 +82,7 @@ from pydantic import Field
 from poseloop.config import Strict
 from poseloop.realtime.sinks import SINKS
 from poseloop.realtime.types import (
+    COORDS_2D,
     STAGES,
     UNIQUE_INDIVIDUAL,
     ActionRecord,
@@ -92,7 +107,14 @@ class _Timed(NamedTuple):
 
     record: ActionRecord
 _H5_KEY = "df_with_missing"
-COORDS = ("x", "y", "likelihood")
+COORDS = COORDS_2D
+#: anipose's per-bodypart columns of a 3D table, in its order.
+ANIPOSE_FIELDS = ("x", "y", "z", "error", "ncams", "score")
+_ANIPOSE_TAIL = tuple(f"M_{i}{j}" for i in range(3) for j in range(3)) + tuple(
+    f"center_{i}" for i in range(3))
+#: What anipose writes for M (rotation to aligned axes) and center: the calibration's axes.
+_ANIPOSE_TAIL_TEXT = ",".join(["1.0", "0.0", "0.0", "0.0", "1.0", "0.0", "0.0", "0.0", "1.0",
+                               "0.0", "0.0", "0.0"])
 #: The column levels of the poses table, single- and multi-animal (DeepLabCut's names).
 SINGLE_ANIMAL_LEVELS = ("scorer", "bodyparts", "coords")
 MULTI_ANIMAL_LEVELS = ("scorer", "individuals", "bodyparts", "coords")
@@ -142,6 +164,18 @@ def pose_columns(session: Session) -> tuple[tuple[str, ...], list[tuple[str, ...
     columns += [(scorer, UNIQUE_INDIVIDUAL, b, c) for b in session.unique_bodyparts
                 for c in COORDS]
     return MULTI_ANIMAL_LEVELS, columns
+
+
+def anipose_columns(session: Session) -> list[str]:
+    """The 3D table's columns (anipose's layout, see the module docstring), ``fnum`` last."""
+    many = len(session.individuals) > 1
+    names = [f"{i}_{b}" if many else b for i in session.individuals for b in session.bodyparts]
+    return [f"{name}_{f}" for name in names for f in ANIPOSE_FIELDS] + [*_ANIPOSE_TAIL, "fnum"]
+
+
+def view_session(session: Session, camera: int) -> Session:
+    """The 2D session of one camera of a 3D session (its per-view DeepLabCut table)."""
+    return replace(session, dims=2, unique_bodyparts=(), cameras=(session.cameras[camera],))
 
 
 @SINKS.register("record", RecordConfig)
@@ -201,36 +235,68 @@ class Recorder:
         cfg = self.config
         if not session.cameras:
             raise ValueError("the session names no camera: open the camera before the recorder")
-        levels, columns = pose_columns(session)
+        self._dims = session.dims
         self._multi = session.multi_animal
         self._shape = session.shape
         self._individuals = session.individuals
         self._unique_shape = (len(session.unique_bodyparts), 3)
-        camera = session.cameras[0]
-        self._frame_shape = (camera.height, camera.width, 3)
-        self._camera_name = camera.name
+        cameras = list(session.cameras if session.dims == 3 else session.cameras[:1])
+        names = [c.name for c in cameras]
+        if len(set(names)) != len(names):
+            raise ValueError(f"the cameras need distinct names to name their files, got {names}")
+        self._frame_shapes = [(c.height, c.width, 3) for c in cameras]
+        self._camera_name = cameras[0].name
         ids = [f"id_{name}" for name in session.individuals] if self._multi else []
+        if session.dims == 3:  # the triangulation's stamp (perf_counter_ns), last
+            ids.append("triangulate")
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise OSError(f"{self.out_dir}: cannot create the recording folder ({e})") from e
-        self.stem = stem = _free_name(self.out_dir, cfg.name, session.scorer, cfg.if_exists)
-        self.paths = paths = _paths(self.out_dir, stem, session.scorer)
-        for stale in ("poses_h5", "video"):  # of a recording this one replaces
-            paths[stale].unlink(missing_ok=True)
-        self._writer = _open_video(paths["video"], camera.width, camera.height, camera.fps,
-                                   camera.name) if cfg.video else None
+        views = names if session.dims == 3 else None
+        self.stem = stem = _free_name(self.out_dir, cfg.name, session.scorer, cfg.if_exists,
+                                      views)
+        self.paths = paths = _paths(self.out_dir, stem, session.scorer, views)
+        for key, path in paths.items():  # of a recording this one replaces
+            if key.endswith("h5") or key.startswith("video"):
+                path.unlink(missing_ok=True)
+        # The tables of pose rows: (file key, first and last value column of the ring row).
+        if session.dims == 3:
+            header = anipose_columns(session)
+            n3 = (len(header) - len(_ANIPOSE_TAIL) - 1)
+            self._tables = [("poses_csv", 0, n3)]
+            headers = [_csv_text([header])]
+            levels, columns = pose_columns(view_session(session, 0))
+            for v in range(len(cameras)):
+                start = n3 + v * len(columns)
+                self._tables.append((f"poses_csv:{v}", start, start + len(columns)))
+                levels, columns = pose_columns(view_session(session, v))
+                headers.append(_csv_text([name, *(column[j] for column in columns)]
+                                         for j, name in enumerate(levels)))
+            width = self._tables[-1][2]
+        else:
+            levels, columns = pose_columns(session)
+            width = len(columns)
+            self._tables = [("poses_csv", 0, width)]
+            headers = [_csv_text([name, *(column[j] for column in columns)]
+                                 for j, name in enumerate(levels))]
+        self._writers: list[Any] = []
         try:
-            _write_new(paths["poses_csv"], _csv_text(
-                [name, *(column[j] for column in columns)] for j, name in enumerate(levels)))
+            if cfg.video:
+                for v, camera in enumerate(cameras):
+                    self._writers.append(_open_video(
+                        paths["video" if v == 0 else f"video:{v}"], camera.width,
+                        camera.height, camera.fps, camera.name))
+            for (key, _, _), text in zip(self._tables, headers, strict=True):
+                _write_new(paths[key], text)
             _write_new(paths["timing_csv"], _csv_text([["frame", *TIMING_COLUMNS, *ids]]))
             _write_new(paths["events_csv"], _csv_text([ActionRecord._fields]))
-        except OSError:
-            if self._writer is not None:
-                self._writer.release()
+        except (OSError, ValueError):
+            for writer in self._writers:
+                writer.release()
             raise
 
-        width, n_times = len(columns), len(TIMING_COLUMNS) + len(ids)
+        n_times = len(TIMING_COLUMNS) + len(ids)
         self._n_points = math.prod(self._shape)
         # Producer side (loop thread). The rings have queue_size + 2 slots: queue_size
         # queued, one in the writer's hands, and the one pose() fills, so a slot written by
@@ -241,12 +307,15 @@ class Recorder:
         self._ring = np.empty((slots, width), np.float32)
         self._ring_times = np.empty((slots, n_times), np.int64)
         self._ring_index = np.empty(slots, np.int64)
-        self._ring_images: list[np.ndarray | None] = [None] * slots
+        self._ring_images: list[list[np.ndarray | None] | None] = [None] * slots
         self._next = 0
         self._lost = 0
-        self._pool: list[np.ndarray] = []
+        self._pools: list[list[np.ndarray]] = [[] for _ in cameras]
         self._allocated = 0
-        self._video_buffers = max(32, math.ceil(camera.fps * VIDEO_BUFFER_S)) if cfg.video else 0
+        self._black = [np.zeros(shape, np.uint8) for shape in self._frame_shapes] \
+            if cfg.video and len(cameras) > 1 else []
+        self._video_buffers = max(32, math.ceil(cameras[0].fps * VIDEO_BUFFER_S)) \
+            if cfg.video else 0
         self._warned_size = False
         # Writer side: rows not yet in every file, from row number self._base on.
         self._n = 0
@@ -255,7 +324,8 @@ class Recorder:
         self._index = np.empty(1024, np.int64)
         self._times = np.empty((1024, n_times), np.int64)
         self._last_index = -1
-        self._rows = {"poses_csv": 0, "timing_csv": 0}
+        self._rows = {key: 0 for key, _, _ in self._tables}
+        self._rows["timing_csv"] = 0
         self._events: list[ActionRecord] = []
         #: While True, poses and events are not recorded (the live page's record button).
         self.paused = False
@@ -282,8 +352,11 @@ class Recorder:
         slot = self._next % len(self._ring)
         row = self._ring[slot]
         n = self._n_points
-        row[:n] = pose.points.reshape(n)
-        if n < len(row):  # the unique bodyparts
+        if self._dims == 3:
+            self._fill_3d(pose, row)
+        else:
+            row[:n] = pose.points.reshape(n)
+        if self._dims == 2 and n < len(row):  # the unique bodyparts
             unique = pose.unique
             if unique is None:
                 row[n:] = np.nan
@@ -303,17 +376,19 @@ class Recorder:
                 times[column] = value
         times[_LOST] = self._lost
         if self._multi:
-            times[len(TIMING_COLUMNS):] = pose.ids
+            times[len(TIMING_COLUMNS):len(TIMING_COLUMNS) + len(pose.ids)] = pose.ids
+        if self._dims == 3:
+            times[-1] = pose.timings.get("triangulate", MISSING)
         self._ring_index[slot] = pose.frame_index
-        image = self._copy_image(frame.image) if self._writer is not None else None
-        self._ring_images[slot] = image
+        images = self._copy_images(frame) if self._writers else None
+        self._ring_images[slot] = images
         try:
             self._queue.put_nowait(self._slot_numbers[slot])
         except queue.Full:
             self.dropped += 1
             self._lost += 1
-            if image is not None:
-                self._pool.append(image)
+            if images is not None:
+                self._recycle(images)
             return
         self._next += 1
         self._lost = 0
@@ -346,25 +421,65 @@ class Recorder:
                 f"shape {pose.ids.shape}; the recorder expects N x K x 3 = {n} x {k} x 3 points "
                 f"and {n} ids (individuals: {', '.join(self._individuals)})")
 
-    def _copy_image(self, image: np.ndarray) -> np.ndarray | None:
-        if image.shape != self._frame_shape:
-            self.video_dropped += 1
-            if not self._warned_size:
-                self._warned_size = True
-                log.warning("recorder: camera %r delivered a %s frame, the video is %s: "
-                            "such frames are not recorded", self._camera_name, image.shape,
-                            self._frame_shape)
-            return None
-        if self._pool:
-            buffer = self._pool.pop()
-        elif self._allocated < self._video_buffers:
-            buffer = np.empty(self._frame_shape, np.uint8)
-            self._allocated += 1
-        else:
-            self.video_dropped += 1
-            return None
-        np.copyto(buffer, image)
-        return buffer
+    def _fill_3d(self, pose: Pose, row: np.ndarray) -> None:
+        """A 3D pose's ring row: anipose's fields per point, then every view's 2D points."""
+        n, k, _ = self._shape
+        views, quality = pose.views, pose.triangulation
+        n_views = len(self._frame_shapes)
+        if views is None or views.shape != (n_views, n, k, 3) or quality is None \
+                or quality.shape != (n, k, 2):
+            raise ValueError(
+                f"frame {pose.frame_index}: a 3D pose needs views {n_views} x {n} x {k} x 3 "
+                f"and triangulation {n} x {k} x 2; got "
+                f"{None if views is None else views.shape} and "
+                f"{None if quality is None else quality.shape}")
+        n3 = n * k * len(ANIPOSE_FIELDS)
+        points = row[:n3].reshape(n, k, len(ANIPOSE_FIELDS))
+        points[..., :3] = pose.points[..., :3]
+        points[..., 3:5] = quality
+        points[..., 5] = pose.points[..., 3]
+        row[n3:] = views.reshape(-1)
+
+    def _copy_images(self, frame: Frame) -> list[np.ndarray | None] | None:
+        """Copies of the frame's image (every view's, for a frame set) into pooled buffers;
+        None, counted in ``video_dropped``, when a copy cannot be made: then no camera's
+        video gets this frame, so the videos keep the same frames."""
+        sources = frame.views if self._dims == 3 and frame.views is not None else [frame]
+        copies: list[np.ndarray | None] = []
+        for v, shape in enumerate(self._frame_shapes):
+            source = sources[v] if v < len(sources) else None
+            if source is None:
+                copies.append(None)  # a missing view: written black
+                continue
+            image = source.image
+            if image.shape != shape:
+                if not self._warned_size:
+                    self._warned_size = True
+                    log.warning("recorder: camera %r delivered a %s frame, the video is %s: "
+                                "such frames are not recorded", self._camera_name if v == 0
+                                else v, image.shape, shape)
+                return self._not_recorded(copies)
+            pool = self._pools[v]
+            if pool:
+                buffer = pool.pop()
+            elif self._allocated < self._video_buffers * len(self._frame_shapes):
+                buffer = np.empty(shape, np.uint8)
+                self._allocated += 1
+            else:
+                return self._not_recorded(copies)
+            np.copyto(buffer, image)
+            copies.append(buffer)
+        return copies
+
+    def _not_recorded(self, copies: list[np.ndarray | None]) -> None:
+        self.video_dropped += 1
+        self._recycle(copies)
+
+    def _recycle(self, images: list[np.ndarray | None]) -> None:
+        """Give a frame's (or set's) copies back to their pools."""
+        for pool, image in zip(self._pools, images, strict=False):
+            if image is not None:
+                pool.append(image)
 
     def close(self, timeout: float | None = None) -> None:
         """Write everything queued, close the files and stop the writer thread."""
@@ -405,8 +520,8 @@ class Recorder:
         except Exception as e:
             self._fail(self.out_dir, f"writer thread: {e!r}")
         finally:
-            if self._writer is not None:
-                self._writer.release()
+            for writer in self._writers:
+                writer.release()
 
     def _store(self, slot: int) -> None:
         """Append one pose to the pending rows (and its image to the video)."""
@@ -421,13 +536,14 @@ class Recorder:
         row = self._times[n]
         row[:] = self._ring_times[slot]
         row[_DROPPED] = max(0, index - self._last_index - 1 - int(row[_LOST]))
-        image, writer = self._ring_images[slot], self._writer
-        if image is not None and writer is not None:
+        images = self._ring_images[slot]
+        if images is not None:
             self._ring_images[slot] = None
-            writer.write(image)
+            for v, (writer, image) in enumerate(zip(self._writers, images, strict=True)):
+                writer.write(self._black[v] if image is None else image)
             row[_VIDEO] = self._video_count
             self._video_count += 1
-            self._pool.append(image)
+            self._recycle(images)
         self._last_index = index
         self._n = n + 1
 
@@ -454,9 +570,11 @@ class Recorder:
         """Append the pending rows to each file; forget the rows every file now holds."""
         n, base = self._n, self._base
         done = self._rows
-        if self._append("poses_csv", self._pose_rows(done["poses_csv"] - base, n)):
-            done["poses_csv"] = base + n
-            self.rows_written = base + n
+        for key, first, last in self._tables:
+            if self._append(key, self._pose_rows(done[key] - base, n, first, last,
+                                                 key == "poses_csv" and self._dims == 3)):
+                done[key] = base + n
+        self.rows_written = done["poses_csv"]
         if self._append("timing_csv", self._timing_rows(done["timing_csv"] - base, n)):
             done["timing_csv"] = base + n
         ready = self._ready_events(final) if self._events else 0
@@ -470,12 +588,24 @@ class Recorder:
                 array[:left] = array[keep_from:n]
             self._n, self._base = left, base + keep_from
 
-    def _pose_rows(self, start: int, stop: int) -> str:
-        """Pending pose rows ``start:stop`` as .csv lines (pandas' float64 formatting)."""
+    def _pose_rows(self, start: int, stop: int, first: int, last: int,
+                   anipose: bool = False) -> str:
+        """Pending pose rows ``start:stop``, value columns ``first:last``, as .csv lines
+        (pandas' float64 formatting): DeepLabCut's (index first) or anipose's (camera
+        counts as integers, then M, center and fnum)."""
         index = self._index[start:stop].tolist()
-        values = self._values[start:stop].astype(np.float64).tolist()
-        return "".join([f"{i},{','.join([_float(v) for v in row])}\n"
-                        for i, row in zip(index, values, strict=True)])
+        values = self._values[start:stop, first:last].astype(np.float64).tolist()
+        if not anipose:
+            return "".join([f"{i},{','.join([_float(v) for v in row])}\n"
+                            for i, row in zip(index, values, strict=True)])
+        ncams = ANIPOSE_FIELDS.index("ncams")
+        step = len(ANIPOSE_FIELDS)
+        lines = []
+        for i, row in zip(index, values, strict=True):
+            cells = [str(int(v)) if j % step == ncams and v == v else _float(v)
+                     for j, v in enumerate(row)]
+            lines.append(f"{','.join(cells)},{_ANIPOSE_TAIL_TEXT},{i}\n")
+        return "".join(lines)
 
     def _timing_rows(self, start: int, stop: int) -> str:
         """Pending timing rows ``start:stop`` as .csv lines (missing values and ids < 0
@@ -511,14 +641,17 @@ class Recorder:
         return True
 
     def _write_h5(self) -> None:
-        """Write the .h5 from the poses .csv (see :func:`csv_to_h5`)."""
-        if not self.rows_written:
-            return  # pandas cannot store an empty table
-        try:
-            csv_to_h5(self.paths["poses_csv"], self.paths["poses_h5"], self.rows_written)
-        except OSError as e:
-            self._fail(self.paths["poses_h5"],
-                       f"not written ({e}); {self.paths['poses_csv'].name} holds the poses")
+        """Write the .h5 of each DeepLabCut .csv (see :func:`csv_to_h5`); 3D: of each view."""
+        for key, _, _ in self._tables:
+            h5_key = key.replace("csv", "h5")
+            rows = self._rows[key]
+            if h5_key not in self.paths or not rows:
+                continue  # the 3D table has none; pandas cannot store an empty table
+            try:
+                csv_to_h5(self.paths[key], self.paths[h5_key], rows)
+            except OSError as e:
+                self._fail(self.paths[h5_key],
+                           f"not written ({e}); {self.paths[key].name} holds the poses")
 
     def _fail(self, path: Path, error: Exception | str) -> None:
         self.errors += 1
@@ -630,8 +763,20 @@ def _digest(hasher: Any, table: Any) -> None:
     hasher.update(np.ascontiguousarray(table.to_numpy(np.float64)).tobytes())
 
 
-def _paths(out_dir: Path, name: str, scorer: str) -> dict[str, Path]:
+def _paths(out_dir: Path, name: str, scorer: str, views: Sequence[str] | None = None
+           ) -> dict[str, Path]:
+    """The files of a recording; ``views``: a 3D session's camera names (see the module
+    docstring)."""
     stem = f"{name}{scorer}"
+    if views is not None:
+        paths = {"poses_csv": out_dir / f"{stem}_3d.csv",
+                 "timing_csv": out_dir / f"{stem}_timing.csv",
+                 "events_csv": out_dir / f"{stem}_events.csv"}
+        for v, camera in enumerate(views):
+            paths[f"poses_csv:{v}"] = out_dir / f"{name}_{camera}{scorer}.csv"
+            paths[f"poses_h5:{v}"] = out_dir / f"{name}_{camera}{scorer}.h5"
+            paths["video" if v == 0 else f"video:{v}"] = out_dir / f"{name}_{camera}.mkv"
+        return paths
     return {
         "poses_h5": out_dir / f"{stem}.h5",
         "poses_csv": out_dir / f"{stem}.csv",
@@ -645,16 +790,17 @@ def _paths(out_dir: Path, name: str, scorer: str) -> dict[str, Path]:
     }
 
 
-def _free_name(out_dir: Path, name: str, scorer: str, if_exists: IfExists) -> str:
+def _free_name(out_dir: Path, name: str, scorer: str, if_exists: IfExists,
+               views: Sequence[str] | None = None) -> str:
     """``name``, or the first ``name-N`` whose files are all absent (see Recorder)."""
-    taken = [p for p in _paths(out_dir, name, scorer).values() if p.exists()]
+    taken = [p for p in _paths(out_dir, name, scorer, views).values() if p.exists()]
     if not taken or if_exists == "overwrite":
         return name
     if if_exists == "error":
         raise FileExistsError(f"{taken[0]} exists (record.if_exists: error)")
     for number in range(2, 100_000):
         candidate = f"{name}-{number}"
-        if not any(p.exists() for p in _paths(out_dir, candidate, scorer).values()):
+        if not any(p.exists() for p in _paths(out_dir, candidate, scorer, views).values()):
             return candidate
     raise FileExistsError(f"no free recording name like {name}-N in {out_dir}")
 

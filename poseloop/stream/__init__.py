@@ -9,9 +9,10 @@ from poseloop.stream.curve import CurveClient
 from poseloop.stream.lsl import LslConfig, LslSink
 from poseloop.stream.publisher import PosePublisher
 from poseloop.stream.subscriber import PoseSubscriber
-from poseloop.stream.wire import EventMessage, Meta, PoseMessage, WireError
+from poseloop.stream.wire import CameraMeta, EventMessage, Meta, PoseMessage, WireError
 
 __all__ = [
+    "CameraMeta",
     "CurveClient",
     "CurveConfig",
     "EventMessage",

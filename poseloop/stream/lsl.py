@@ -3,10 +3,11 @@
 LSL is how neuroscience rigs share data streams with acquisition software (LabRecorder,
 EEG and electrophysiology systems): one outlet per stream, found by name on the network,
 every sample stamped on LSL's clock, so recordings from several programs line up. This
-sink makes one outlet of N*K*3 float32 channels (x, y, likelihood of every bodypart of
-every individual, then U*3 for unique bodyparts) at the camera's frame rate, each sample
-stamped with the frame's capture time; and, unless ``markers: false``, a string marker
-outlet with one JSON sample per rule action.
+sink makes one outlet of N*K*3 float32 channels (x, y, likelihood in pixels of every
+bodypart of every individual, then U*3 for unique bodyparts; N*K*4 and U*4, x, y, z,
+likelihood in world units (mm), for triangulated 3D poses) at the camera's frame rate,
+each sample stamped with the frame's capture time; and, unless ``markers: false``, a
+string marker outlet with one JSON sample per rule action.
 
 Network: liblsl discovers streams with UDP multicast and broadcast on the local network.
 By default (``network: machine``) poseloop configures liblsl to stay on this computer:
@@ -38,7 +39,14 @@ from pydantic import Field, model_validator
 from poseloop.config import Strict
 from poseloop.errors import ConfigError
 from poseloop.realtime.sinks import SINKS
-from poseloop.realtime.types import UNIQUE_INDIVIDUAL, ActionRecord, Frame, Pose, Session
+from poseloop.realtime.types import (
+    COORDS_3D,
+    UNIQUE_INDIVIDUAL,
+    ActionRecord,
+    Frame,
+    Pose,
+    Session,
+)
 
 if TYPE_CHECKING:
     import pylsl
@@ -60,8 +68,11 @@ KnownPeers = {}
 level = -2
 """
 
-COORDS = (("x", "PositionX", "pixels"), ("y", "PositionY", "pixels"),
-          ("likelihood", "Confidence", "probability"))
+#: Per coordinate of ``Session.coords``: its LSL channel type (XDF MoCap convention).
+CHANNEL_TYPES = {"x": "PositionX", "y": "PositionY", "z": "PositionZ",
+                 "likelihood": "Confidence"}
+#: The unit of positions: full-frame pixels in 2D, the calibration's world units in 3D.
+UNIT_2D, UNIT_3D = "pixels", "mm"
 
 #: The network configuration liblsl was given in this process (it reads it once).
 _applied: str | None = None
@@ -177,21 +188,29 @@ def measure_offset_ns(local_clock: Callable[[], float], tries: int = 20) -> int:
     return min(brackets)[1]
 
 
+def position_unit(session: Session) -> str:
+    """The unit of the session's x, y (and z): pixels, or mm for triangulated 3D poses."""
+    return UNIT_3D if session.coords == COORDS_3D else UNIT_2D
+
+
 def channel_labels(session: Session) -> list[tuple[str, str, str, str, str]]:
     """(label, individual, bodypart, LSL channel type, unit) per channel, in sample order.
 
     Labels are ``bodypart_x`` for a single-animal model, ``individual_bodypart_x`` for a
-    multi-animal one, and ``single_bodypart_x`` for unique bodyparts (DeepLabCut's name).
+    multi-animal one, and ``single_bodypart_x`` for unique bodyparts (DeepLabCut's name);
+    one per coordinate of ``session.coords`` (x, y, likelihood; or x, y, z, likelihood).
     """
     named = session.multi_animal or len(session.individuals) > 1
     rows = [(individual, bodypart, named)
             for individual in session.individuals for bodypart in session.bodyparts]
     rows += [(UNIQUE_INDIVIDUAL, bodypart, True) for bodypart in session.unique_bodyparts]
+    unit = position_unit(session)
     labels = []
     for individual, bodypart, prefixed in rows:
         prefix = f"{individual}_" if prefixed else ""
-        for coord, kind, unit in COORDS:
-            labels.append((f"{prefix}{bodypart}_{coord}", individual, bodypart, kind, unit))
+        for coord in session.coords:
+            labels.append((f"{prefix}{bodypart}_{coord}", individual, bodypart,
+                           CHANNEL_TYPES[coord], "probability" if coord == "likelihood" else unit))
     return labels
 
 
@@ -227,12 +246,12 @@ class LslSink:
         if self._outlet is not None:
             raise RuntimeError(f"lsl outlet {self.config.name!r} is already open")
         lsl, config = self._lsl, self.config
-        n, k, _ = session.shape
+        n, k, c = session.shape
         u = len(session.unique_bodyparts)
         labels = channel_labels(session)
         self._sample = np.full((1, len(labels)), np.nan, np.float32)
-        self._points = self._sample[0, : n * k * 3].reshape(n, k, 3)
-        self._unique = self._sample[0, n * k * 3:].reshape(u, 3)
+        self._points = self._sample[0, : n * k * c].reshape(n, k, c)
+        self._unique = self._sample[0, n * k * c:].reshape(u, c)
         info = lsl.StreamInfo(config.name, config.type, len(labels), float(session.fps),
                               lsl.cf_float32, self.source_id)
         self._describe(info, session, labels)
@@ -268,6 +287,10 @@ class LslSink:
         if len(self._unique):
             if pose.unique is None:
                 self._unique.fill(np.nan)
+            elif pose.unique.shape != self._unique.shape:
+                raise ValueError(f"lsl: unique bodyparts of frame {pose.frame_index} have shape "
+                                 f"{pose.unique.shape}, the stream was opened for "
+                                 f"{self._unique.shape}")
             else:
                 np.copyto(self._unique, pose.unique, casting="same_kind")
         outlet.push_chunk(self._sample, (pose.t_capture_ns + self.offset_ns) / 1e9)
@@ -317,6 +340,13 @@ class LslSink:
         w, h = session.image_size
         setup.append_child_value("image_size", f"{w}x{h}")
         setup.append_child_value("multi_animal", str(session.multi_animal).lower())
+        setup.append_child_value("dims", str(session.dims))
+        setup.append_child_value("unit", position_unit(session))
+        cameras = setup.append_child("cameras")
+        for camera in session.cameras:
+            node = cameras.append_child("camera")
+            node.append_child_value("name", camera.name)
+            node.append_child_value("image_size", f"{camera.width}x{camera.height}")
         for tag, names in (("individuals", session.individuals),
                            ("bodyparts", session.bodyparts),
                            ("unique_bodyparts", session.unique_bodyparts)):

@@ -17,8 +17,9 @@ class PoseSubscriber:
     """Connects to ``endpoint`` and yields ``PoseMessage``, ``EventMessage`` and ``Meta``.
 
     Always listens to ``meta`` (even when ``topics`` leaves it out) so ``meta`` holds the
-    latest names of individuals and bodyparts. Pose arrays (N x K x 3 ``points``, U x 3
-    ``unique``) are read-only views of the received bytes.
+    latest names of individuals and bodyparts. Pose arrays (N x K x 3 ``points``, or
+    N x K x 4 for triangulated 3D poses; U x 3 or U x 4 ``unique``; N x K x 2
+    ``triangulation``) are read-only views of the received bytes.
     """
 
     def __init__(

@@ -1,12 +1,15 @@
 """The wire format: encode and decode the three message kinds (docs/wire-format.md).
 
 Every message is multipart: ``[topic, JSON header, payload...]`` where the topic is
-``pose``, ``event`` or ``meta`` and only ``pose`` has payload frames: the N x K x 3 points
-(little-endian float32, row-major: x, y, likelihood per bodypart per individual), then,
-when the model has unique bodyparts, their U x 3 values in a fourth frame. Times on the
-wire are CLOCK_MONOTONIC nanoseconds (see :mod:`poseloop.stream.clock`). Readers ignore
-header fields they do not know; a different ``v`` is an error that says which end to
-upgrade.
+``pose``, ``event`` or ``meta`` and only ``pose`` has payload frames: the N x K x C points
+(little-endian float32, row-major; C = 3, x, y, likelihood, in 2D; C = 4, x, y, z,
+likelihood, for triangulated 3D poses), then, when the model has unique bodyparts, their
+U x C values, then in 3D (when the pose has them) each point's reprojection error and
+camera count, N x K x 2. Header fields ``unique_shape`` and ``triangulation_shape`` say
+which optional frames follow. 2D messages are those of wire version 2 before 3D, byte for
+byte. Times on the wire are CLOCK_MONOTONIC nanoseconds (see :mod:`poseloop.stream.clock`).
+Readers ignore header fields they do not know; a different ``v`` is an error that says
+which end to upgrade.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from poseloop.errors import PoseloopError
-from poseloop.realtime.types import SINGLE_ANIMAL, Pose, Session
+from poseloop.realtime.types import COORDS_2D, COORDS_3D, SINGLE_ANIMAL, Pose, Session
 from poseloop.stream.clock import from_perf_ns
 
 VERSION = 2
@@ -41,12 +44,25 @@ class WireError(PoseloopError):
 
 
 @dataclass(frozen=True)
+class CameraMeta:
+    """One camera of the run, as ``meta`` lists it: name, frame size (px) and frame rate."""
+
+    name: str
+    width: int
+    height: int
+    fps: float
+
+
+@dataclass(frozen=True)
 class Meta:
     """What a subscriber needs to name poses: sent at start and every second.
 
     individuals x bodyparts name the N x K rows of a pose; unique_bodyparts the U rows of
-    its unique part; skeleton: pairs of bodypart names; image_size: (width, height) of the
-    full frame, the pixel space of pose coordinates; fps: the camera's frame rate.
+    its unique part; coords the C columns (x, y, likelihood; or x, y, z, likelihood in 3D,
+    world units); skeleton: pairs of bodypart names; image_size: (width, height) of the
+    (first) camera's frame, the pixel space of 2D coordinates; fps: its frame rate;
+    cameras: every camera of the run, in view order (empty from a publisher that predates
+    the field).
     """
 
     bodyparts: tuple[str, ...]
@@ -57,6 +73,13 @@ class Meta:
     unique_bodyparts: tuple[str, ...] = ()
     multi_animal: bool = False
     fps: float = 30.0
+    coords: tuple[str, ...] = COORDS_2D
+    cameras: tuple[CameraMeta, ...] = ()
+
+    @property
+    def dims(self) -> int:
+        """2 for pixel poses, 3 for triangulated ones (N x K x 4)."""
+        return 3 if self.coords == COORDS_3D else 2
 
     @classmethod
     def from_session(cls, session: Session) -> Meta:
@@ -70,6 +93,9 @@ class Meta:
             unique_bodyparts=tuple(session.unique_bodyparts),
             multi_animal=session.multi_animal,
             fps=float(session.fps),
+            coords=tuple(session.coords),
+            cameras=tuple(CameraMeta(c.name, int(c.width), int(c.height), float(c.fps))
+                          for c in session.cameras),
         )
 
 
@@ -77,8 +103,11 @@ class Meta:
 class PoseMessage:
     """One received pose: header fields and read-only float32 views of the payload.
 
-    points: N x K x 3 (x, y, likelihood); ids: N track ids (-1 = none); unique: U x 3 or
-    None; camera: index of the camera the frame came from.
+    points: N x K x 3 (x, y, likelihood) in pixels, or N x K x 4 (x, y, z, likelihood) in
+    world units for triangulated 3D poses; ids: N track ids (-1 = none); unique: U x C (the
+    points' columns) or None; camera: index of the camera the frame came from;
+    triangulation: 3D only, when sent: N x K x 2, each point's mean reprojection error (px)
+    and the number of cameras it was triangulated from.
     """
 
     frame: int
@@ -89,6 +118,7 @@ class PoseMessage:
     ids: tuple[int, ...]
     unique: np.ndarray | None = None
     camera: int = 0
+    triangulation: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +140,7 @@ class PoseEncoder:
     def __init__(self) -> None:
         self._points = np.empty((0, 0, 3), DTYPE)
         self._unique = np.empty((0, 3), DTYPE)
+        self._triangulation = np.empty((0, 0, 2), DTYPE)
 
     def encode(self, pose: Pose, t_publish_ns: int) -> list[bytes | np.ndarray]:
         """Frames for ``pose``; ``pose`` times are perf_counter_ns, ``t_publish_ns`` wire clock.
@@ -118,13 +149,12 @@ class PoseEncoder:
         buffers are reused, so send the frames (ZeroMQ copies them) before the next call.
         """
         points = pose.points
-        if points.ndim != 3 or points.shape[2] != 3:
-            raise ValueError(f"pose points must be N x K x 3, got shape {points.shape}")
+        if points.ndim != 3 or points.shape[2] not in (3, 4):
+            raise ValueError(f"pose points must be N x K x 3 (x, y, likelihood) or N x K x 4 "
+                             f"(x, y, z, likelihood), got shape {points.shape}")
         if len(pose.ids) != points.shape[0]:
             raise ValueError(f"pose has {points.shape[0]} individuals but {len(pose.ids)} ids")
-        if self._points.shape != points.shape:
-            self._points = np.empty(points.shape, DTYPE)
-        np.copyto(self._points, points, casting="same_kind")
+        self._points = _copy(self._points, points)
         t0 = int(pose.t_capture_ns)
         header: dict[str, Any] = {
             "v": VERSION,
@@ -138,17 +168,34 @@ class PoseEncoder:
             "ids": pose.ids.tolist(),
         }
         frames: list[bytes | np.ndarray] = [b"pose", b"", self._points]
+        columns = points.shape[2]
         if pose.unique is not None:
             unique = pose.unique
-            if unique.ndim != 2 or unique.shape[1] != 3:
-                raise ValueError(f"pose unique must be U x 3, got shape {unique.shape}")
-            if self._unique.shape != unique.shape:
-                self._unique = np.empty(unique.shape, DTYPE)
-            np.copyto(self._unique, unique, casting="same_kind")
+            if unique.ndim != 2 or unique.shape[1] != columns:
+                raise ValueError(f"pose unique must be U x {columns} (the points' columns), "
+                                 f"got shape {unique.shape}")
+            self._unique = _copy(self._unique, unique)
             header["unique_shape"] = unique.shape
             frames.append(self._unique)
+        if pose.triangulation is not None:
+            triangulation = pose.triangulation
+            if columns != 4 or triangulation.shape != (*points.shape[:2], 2):
+                raise ValueError(f"pose triangulation must be N x K x 2 with N x K x 4 points, "
+                                 f"got shape {triangulation.shape} with points "
+                                 f"{points.shape}")
+            self._triangulation = _copy(self._triangulation, triangulation)
+            header["triangulation_shape"] = triangulation.shape
+            frames.append(self._triangulation)
         frames[1] = _json.encode(header).encode()
         return frames
+
+
+def _copy(buffer: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` as wire float32 in ``buffer``, or in a new buffer when the shape changed."""
+    if buffer.shape != values.shape:
+        buffer = np.empty(values.shape, DTYPE)
+    np.copyto(buffer, values, casting="same_kind")
+    return buffer
 
 
 def encode_event(frame: int, rule: str, action: str, t_ns: int,
@@ -172,6 +219,9 @@ def encode_meta(meta: Meta) -> list[bytes]:
         "model": meta.model,
         "image_size": [int(v) for v in meta.image_size],
         "fps": float(meta.fps),
+        "coords": list(meta.coords),
+        "cameras": [{"name": c.name, "width": int(c.width), "height": int(c.height),
+                     "fps": float(c.fps)} for c in meta.cameras],
     }
     return [b"meta", _json.encode(header).encode()]
 
@@ -217,11 +267,12 @@ def _header(topic: str, raw: bytes) -> dict[str, Any]:
                     f"version {VERSION}: is the publisher poseloop?")
 
 
-def _shape(header: Mapping[str, Any], name: str, dims: int) -> tuple[int, ...]:
+def _shape(header: Mapping[str, Any], name: str, ndim: int, last: tuple[int, ...],
+           want: str) -> tuple[int, ...]:
+    """A shape field: ``ndim`` non-negative integers, the last one of ``last``."""
     shape = _field(header, "pose", name, list)
-    if (len(shape) != dims or shape[-1] != 3
+    if (len(shape) != ndim or shape[-1] not in last
             or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
-        want = "[N, K, 3]" if dims == 3 else "[U, 3]"
         raise WireError(f"pose {name} must be {want}, got {shape}")
     return tuple(shape)
 
@@ -234,20 +285,40 @@ def _array(payload: bytes, shape: tuple[int, ...], what: str) -> np.ndarray:
     return np.frombuffer(payload, DTYPE).reshape(shape)
 
 
+def _pose_shapes(header: Mapping[str, Any]) -> tuple[tuple[int, ...], tuple[int, ...] | None,
+                                                      tuple[int, ...] | None]:
+    """The shapes of the points, of the unique bodyparts and of the triangulation (the last
+    two None when the message has no such frame)."""
+    shape = _shape(header, "shape", 3, (3, 4),
+                   "[N, K, 3] (x, y, likelihood) or [N, K, 4] (x, y, z, likelihood)")
+    unique = None
+    if "unique_shape" in header:
+        unique = _shape(header, "unique_shape", 2, shape[2:],
+                        f"[U, {shape[2]}] (the points' columns)")
+    triangulation = None
+    if "triangulation_shape" in header:
+        triangulation = _shape(header, "triangulation_shape", 3, (2,), "[N, K, 2]")
+        if shape[2] != 4 or triangulation != (*shape[:2], 2):
+            raise WireError(f"pose triangulation_shape must be [N, K, 2] with 3D points "
+                            f"[N, K, 4], got {list(triangulation)} with shape {list(shape)}")
+    return shape, unique, triangulation
+
+
 def _decode_pose(header: dict[str, Any], payloads: Sequence[bytes]) -> PoseMessage:
-    shape = _shape(header, "shape", 3)
+    shape, unique_shape, triangulation_shape = _pose_shapes(header)
     if header.get("dtype") != "float32":
         raise WireError(f"pose dtype must be 'float32', got {header.get('dtype')!r}")
-    unique_shape = _shape(header, "unique_shape", 2) if "unique_shape" in header else None
-    expected = 1 if unique_shape is None else 2
-    if len(payloads) != expected:
-        raise WireError(f"pose message must have {expected + 2} frames "
-                        f"({'with' if unique_shape else 'without'} 'unique_shape'), got "
+    optional = [f"with '{name}'" for name, present in (
+        ("unique_shape", unique_shape), ("triangulation_shape", triangulation_shape)) if present]
+    if len(payloads) != 1 + len(optional):
+        raise WireError(f"pose message must have {len(optional) + 3} frames "
+                        f"({', '.join(optional) or 'no unique_shape or triangulation_shape'}), got "
                         f"{len(payloads) + 2}")
     ids = _field(header, "pose", "ids", list)
     if len(ids) != shape[0] or not all(isinstance(i, int) and not isinstance(i, bool)
                                        for i in ids):
         raise WireError(f"pose ids must be {shape[0]} integers (one per individual), got {ids}")
+    extra = iter(payloads[1:])
     return PoseMessage(
         frame=_field(header, "pose", "frame", int),
         t_capture_ns=_field(header, "pose", "t_capture_ns", int),
@@ -255,8 +326,10 @@ def _decode_pose(header: dict[str, Any], payloads: Sequence[bytes]) -> PoseMessa
         latency_ns=_field(header, "pose", "latency_ns", dict),
         points=_array(payloads[0], shape, "points"),
         ids=tuple(ids),
-        unique=None if unique_shape is None else _array(payloads[1], unique_shape, "unique"),
+        unique=None if unique_shape is None else _array(next(extra), unique_shape, "unique"),
         camera=_field(header, "pose", "camera", int),
+        triangulation=None if triangulation_shape is None
+        else _array(next(extra), triangulation_shape, "triangulation"),
     )
 
 
@@ -296,4 +369,18 @@ def _decode_meta(header: dict[str, Any]) -> Meta:
         unique_bodyparts=_names(header, "unique_bodyparts"),
         multi_animal=_field(header, "meta", "multi_animal", bool),
         fps=float(_field(header, "meta", "fps", (int, float))),
+        coords=_names(header, "coords") if "coords" in header else COORDS_2D,
+        cameras=tuple(_camera(c) for c in _field(header, "meta", "cameras", list))
+        if "cameras" in header else (),
     )
+
+
+def _camera(value: object) -> CameraMeta:
+    """One entry of meta's ``cameras``."""
+    if isinstance(value, dict):
+        name, width, height, fps = (value.get(k) for k in ("name", "width", "height", "fps"))
+        if (isinstance(name, str) and isinstance(fps, int | float)
+                and isinstance(width, int) and not isinstance(width, bool)
+                and isinstance(height, int) and not isinstance(height, bool)):
+            return CameraMeta(name, width, height, float(fps))
+    raise WireError(f"meta cameras must be [{{name, width, height, fps}}, ...], got {value!r}")

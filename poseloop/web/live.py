@@ -1,7 +1,9 @@
 """The live view sink: ``poseloop run --web [HOST:PORT]`` serves a page of the running
 experiment — the camera image with every animal's points, skeleton and name and the rule
 zones drawn, events as they fire, fps and drop counters, a per-stage latency histogram, and
-buttons to pause/resume recording and to stop the run.
+buttons to pause/resume recording and to stop the run. With triangulated 3D poses the image
+is the first camera's with that camera's 2D poses drawn, and the page lists the latest 3D
+coordinates (world units, mm) as text.
 
 The loop's side costs a timestamp check and, at most ``max_fps`` times a second, one copy of
 the frame into a reused buffer: drawing and JPEG encoding happen on the sink's own thread,
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import threading
 import time
 from collections import deque
@@ -23,7 +26,7 @@ import numpy as np
 from pydantic import Field
 
 from poseloop.config import Strict
-from poseloop.realtime.display import draw_pose
+from poseloop.realtime.display import draw_pose, image_points
 from poseloop.realtime.sinks import SINKS
 from poseloop.realtime.types import STAGES, ActionRecord, Frame, Pose, Session
 
@@ -34,6 +37,8 @@ BINS_US = (50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_0
 #: Poses the histogram covers (a sliding window).
 HISTOGRAM_WINDOW = 2000
 STATUS_INTERVAL_S = 0.5
+#: The loop's stages with triangulated 3D poses (``Pose.timings``).
+STAGES_3D = (*STAGES[:STAGES.index("process")], "triangulate", *STAGES[STAGES.index("process"):])
 
 
 class WebConfig(Strict):
@@ -82,6 +87,7 @@ class LiveView:
         self._timings: deque[dict[str, int]] = deque(maxlen=HISTOGRAM_WINDOW)
         self._events: deque[ActionRecord] = deque(maxlen=200)
         self._poses = 0
+        self._latest: Pose | None = None
         self._clients: set[_Client] = set()
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -143,6 +149,7 @@ class LiveView:
     def pose(self, pose: Pose, frame: Frame) -> None:
         """Note the stage stamps; at most max_fps times a second, hand the frame over."""
         self._poses += 1
+        self._latest = pose
         self._timings.append(pose.timings)
         now = pose.timings.get("publish") or time.perf_counter_ns()
         if not self._clients:
@@ -195,14 +202,30 @@ class LiveView:
             "events": [{"frame": e.frame, "rule": e.rule, "action": e.action,
                         "animals": e.animals} for e in list(self._events)[-20:]],
             "histogram": self.histogram(),
+            "points3d": self.points3d(),
         }
 
+    def points3d(self) -> list[list] | None:
+        """The latest 3D pose as rows [individual, bodypart, x, y, z, likelihood] (0.1 mm,
+        None where not triangulated), or None for 2D poses."""
+        pose, session = self._latest, self._session
+        if pose is None or session is None or pose.points.shape[-1] != 4:
+            return None
+        rows = []
+        for name, animal in zip(session.individuals, pose.points.tolist(), strict=False):
+            for bodypart, (x, y, z, p) in zip(session.bodyparts, animal, strict=False):
+                rows.append([name, bodypart, _rounded(x, 1), _rounded(y, 1), _rounded(z, 1),
+                              _rounded(p, 2)])
+        return rows
+
     def histogram(self) -> dict:
-        """Per stage, counts of poses per latency bin (µs edges ``BINS_US``)."""
-        counts = {stage: [0] * (len(BINS_US) + 1) for stage in STAGES[1:]}
+        """Per stage, counts of poses per latency bin (µs edges ``BINS_US``); 3D poses add
+        the ``triangulate`` stage between decode and process."""
+        stages = STAGES_3D if self._session is not None and self._session.dims == 3 else STAGES
+        counts = {stage: [0] * (len(BINS_US) + 1) for stage in stages[1:]}
         edges = np.asarray(BINS_US)
         for timings in list(self._timings):
-            for before, stage in zip(STAGES, STAGES[1:], strict=False):
+            for before, stage in zip(stages, stages[1:], strict=False):
                 if before in timings and stage in timings:
                     us = (timings[stage] - timings[before]) / 1e3
                     counts[stage][int(np.searchsorted(edges, us))] += 1
@@ -221,7 +244,9 @@ class LiveView:
                 image = self._buffers[slot[0]].copy() if slot is not None else None
             if slot is not None and image is not None:
                 self._draw_zones(image)
-                draw_pose(image, slot[1].points, session)
+                points = image_points(slot[1])
+                if points is not None:
+                    draw_pose(image, points, session)
                 ok, jpeg = cv2.imencode(".jpg", image,
                                         [cv2.IMWRITE_JPEG_QUALITY, self.config.jpeg_quality])
                 if ok:
@@ -304,6 +329,11 @@ class LiveView:
         finally:
             self._clients.discard(client)
             listener.cancel()
+
+
+def _rounded(value: float, digits: int) -> float | None:
+    """``value`` rounded for the page; None (JSON null) for NaN, which JSON cannot carry."""
+    return round(value, digits) if math.isfinite(value) else None
 
 
 @SINKS.register("web", WebConfig)

@@ -7,6 +7,12 @@
   each frame carrying its ground-truth keypoints in ``Frame.truth``.
 * :class:`BaslerCamera` (kind ``basler``): pypylon, an optional import (``PYLON_CAMEMU=1``
   gives pylon's emulated camera); the device timestamp goes into ``Frame.t_device_ns``.
+* :class:`GenICamCamera` (kind ``genicam``): any GenICam camera through harvesters and its
+  maker's GenTL producer (.cti), an optional import; hardware line trigger, frames numbered
+  by the camera.
+* :class:`SyntheticViewCamera` (kind ``synthetic_view``): one virtual camera of the
+  synthetic 3D rig (:mod:`poseloop.threed.synthetic_views`); a group of them is a
+  triggered multi-camera rig with known calibration and 3D truth.
 * :class:`GrabThread`: reads an opened camera continuously in its own thread, keeps only the
   newest frame and hands it to the loop; camera errors, stalls and the end of a file reach
   the consumer.
@@ -34,14 +40,17 @@ from poseloop.config import validate
 from poseloop.errors import ConfigError
 from poseloop.realtime.cameras.basler import BaslerCamera, BaslerConfig
 from poseloop.realtime.cameras.common import Pacer
+from poseloop.realtime.cameras.genicam import GenICamCamera, GenICamConfig
 from poseloop.realtime.cameras.grab import GrabThread
 from poseloop.realtime.cameras.opencv import OpenCVCamera, OpenCVConfig
 from poseloop.realtime.cameras.registry import CAMERAS, CameraKind, camera_kind, lookup
 from poseloop.realtime.cameras.synthetic import SyntheticCamera, SyntheticConfig
+from poseloop.realtime.cameras.synthetic_view import SyntheticViewCamera, SyntheticViewConfig
 from poseloop.realtime.types import Camera
 
 if TYPE_CHECKING:  # what type checkers see: the kinds above
-    _Section = OpenCVConfig | SyntheticConfig | BaslerConfig
+    _Section = (OpenCVConfig | SyntheticConfig | BaslerConfig | GenICamConfig
+                | SyntheticViewConfig)
 else:  # at run time, the kinds registered so far: the built-in ones
     _Section = Annotated[Union[CAMERAS.configs()], Field(discriminator="kind")]  # noqa: UP007
 
@@ -97,12 +106,16 @@ __all__ = [
     "BaslerConfig",
     "CameraConfig",
     "CameraKind",
+    "GenICamCamera",
+    "GenICamConfig",
     "GrabThread",
     "OpenCVCamera",
     "OpenCVConfig",
     "Pacer",
     "SyntheticCamera",
     "SyntheticConfig",
+    "SyntheticViewCamera",
+    "SyntheticViewConfig",
     "camera_kind",
     "lookup",
     "make_camera",

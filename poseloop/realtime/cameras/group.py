@@ -14,6 +14,9 @@ same moment:
 A view that has not come ``tolerance_ms`` after the reference frame is missing from the set
 (``None``) and counted per camera in ``missing``; the set is never waited on longer.
 Frames of a set are valid until the next :meth:`read`.
+
+In an experiment config the section ``group`` (:class:`GroupConfig`) makes one: its
+cameras (any kinds), the sync and the ``triangulation`` that turns the views' poses into 3D.
 """
 
 from __future__ import annotations
@@ -26,12 +29,29 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
+from poseloop.config import Strict
 from poseloop.errors import CameraError
+from poseloop.realtime.cameras import CameraConfig
 from poseloop.realtime.types import Camera, CameraInfo, Frame
+from poseloop.threed.live import TriangulationConfig
 
 _QUEUE = 4  # recent frames kept per camera
 _POOL = _QUEUE + 3  # buffers per camera: the queue, the set handed out, the one being read
+
+
+class GroupConfig(Strict):
+    """Several synchronised, calibrated cameras seen as one 3D source (section ``group``)."""
+
+    cameras: list[CameraConfig] = Field(min_length=2, description="camera sections, in the "
+                                        "order of triangulation.cameras")
+    sync: Literal["trigger", "timestamp"] = Field(
+        default="timestamp", description="trigger: frames numbered alike by a shared "
+        "hardware trigger (and video files); timestamp: nearest capture time")
+    tolerance_ms: float = Field(default=5.0, gt=0, description="longest wait for a view "
+                                "after the first camera's frame; later = missing")
+    triangulation: TriangulationConfig
 
 
 @dataclass
@@ -132,10 +152,12 @@ class CameraGroup:
         self.counters = GroupCounters(missing=[0] * len(cameras), unused=[0] * len(cameras))
         self._cond = threading.Condition()
         self._readers: list[_Reader] = []
+        self._started = False
         self._sets = 0
 
     def open(self) -> list[CameraInfo]:
-        """Open every camera (closing those opened if one fails) and start reading."""
+        """Open every camera (closing those opened if one fails); reading starts at the first
+        :meth:`read` (a run's warm-up does not use up a file's frames)."""
         infos: list[CameraInfo] = []
         try:
             for c in self.cameras:
@@ -145,14 +167,17 @@ class CameraGroup:
                 c.close()
             raise
         self._readers = [_Reader(c, i, self._cond) for i, c in enumerate(self.cameras)]
-        for r in self._readers:
-            r.thread.start()
+        self._started = False
         return infos
 
     def read(self) -> FrameSet | None:
         """The set of the reference camera's newest frame; None once it has ended. CameraError if a
         camera failed or the reference delivered nothing for ``timeout_s``."""
         readers = self._readers
+        if not self._started:
+            self._started = True
+            for r in readers:
+                r.thread.start()
         ref = readers[0]
         with self._cond:
             for r in readers:
@@ -216,7 +241,8 @@ class CameraGroup:
                 r.stopping = True
             self._cond.notify_all()
         for r, camera in zip(self._readers, self.cameras, strict=True):
-            r.thread.join(self.timeout_s)
+            if r.thread.is_alive():
+                r.thread.join(self.timeout_s)
             if not r.thread.is_alive():
                 camera.close()
         self._readers = []

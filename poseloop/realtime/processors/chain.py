@@ -30,9 +30,9 @@ PROCESSORS: Registry[ProcessorFactory] = Registry("processor")
 class ProcessorChain:
     """Runs processors in order on a copy of the points (the caller's array is never changed).
 
-    Every processor gets the N x K x 3 points and all of PROCESS_KWARGS. A processor
-    returning None keeps the points; any other result is taken as the new N x K x 3 points
-    (converted to float32 when it is not).
+    Every processor gets the N x K x 3 points (N x K x 4 in 3D) and all of PROCESS_KWARGS.
+    A processor returning None keeps the points; any other result of the same shape is
+    taken as the new points (converted to float32 when it is not).
     """
 
     def __init__(self, processors: Sequence[Processor]):
@@ -57,16 +57,16 @@ class ProcessorChain:
     def process(self, points: np.ndarray, *, t_capture_ns: int, latency_ns: int | None = None,
                 frame_index: int | None = None,
                 trigger_latency_ns: int | None = None) -> np.ndarray:
-        """The points after every processor (N x K x 3 float32; may be a processor's own
-        buffer, valid until the next call).
+        """The points after every processor (N x K x 3 float32, N x K x 4 in 3D; may be a
+        processor's own buffer, valid until the next call).
 
         latency_ns: this frame's capture -> now; trigger_latency_ns: the median exposure ->
         device output latency the devices measured (trigger timing), None until measured.
         """
         if self._points.shape != points.shape:
-            if points.ndim != 3 or points.shape[2] != 3:
-                raise ValueError(f"points are N x K x 3 (x, y, likelihood), got shape "
-                                 f"{points.shape}")
+            if points.ndim != 3 or points.shape[2] not in (3, 4):
+                raise ValueError(f"points are N x K x 3 (x, y, likelihood) or, in 3D, "
+                                 f"N x K x 4 (x, y, z, likelihood); got shape {points.shape}")
             self._points = np.empty(points.shape, np.float32)
         np.copyto(self._points, points)
         current = self._points
@@ -133,5 +133,10 @@ def _as_points(result: Any, shape: tuple[int, ...], processor: Processor,
         at = "" if frame_index is None else f" at frame {frame_index}"
         raise PoseloopError(f"processor {type(processor).__name__} returned an array of shape "
                             f"{points.shape}{at}; the points are {' x '.join(map(str, shape))} "
-                            f"(individuals x bodyparts x (x, y, likelihood))")
+                            f"(individuals x bodyparts x {describe_columns(shape[-1])})")
     return points
+
+
+def describe_columns(count: int) -> str:
+    """The names of the points' last axis, for messages: (x, y, likelihood) or with z."""
+    return "(x, y, z, likelihood)" if count == 4 else "(x, y, likelihood)"

@@ -1,8 +1,10 @@
 """Latency compensation: every bodypart of every individual predicted to t_capture + latency.
 
 Config ``type: kalman``. One numba kernel filters the rows of the N x K x 3 points (row
-n * K + k is bodypart k of individual n); identities come from the tracker, so row n is the
-same animal on every frame, and N = 1 is exactly the single-animal filter.
+n * K + k is bodypart k of individual n; x, y in pixels), or of triangulated N x K x 4
+points (x, y, z in world units, mm); identities come from the tracker, so row n is the
+same animal on every frame, and N = 1 is exactly the single-animal filter. Noise settings
+are in the points' units: px in 2D, mm in 3D.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from poseloop.config import Strict, validate
 from poseloop.errors import ConfigError
 from poseloop.realtime.processors.chain import PROCESSORS
 
-# Prior standard deviations of a newly seen bodypart's velocity (px/s) and acceleration
-# (px/s^2); its position starts at the measurement with the measurement's variance.
+# Prior standard deviations of a newly seen bodypart's velocity (units/s) and acceleration
+# (units/s^2); its position starts at the measurement with the measurement's variance.
 _INITIAL_STD = (1000.0, 10000.0)
 
 
@@ -63,21 +65,25 @@ def kalman_step(
 ) -> np.ndarray:
     """One frame for R rows (bodyparts); writes the rows predicted ``horizon`` s ahead into out.
 
-    pose, out: R x 3. state R x n x 2 (x and y share each row's n x n covariance ``cov``, as
-    they share the model and the measurement times); last_ns R: time of the last accepted
-    measurement, -1 when the row is not tracked. f, q, tmp: n x n work arrays.
+    pose, out: R x (D + 1), D coordinates (x, y; or x, y, z) then the likelihood. state
+    R x n x D (the coordinates share each row's n x n covariance ``cov``, as they share the
+    model and the measurement times); last_ns R: time of the last accepted measurement, -1
+    when the row is not tracked. f, q, tmp: n x n work arrays.
     """
     n = state.shape[1]
+    d = state.shape[2]
     _transition(f, dt)
     _process_noise(q, dt, density)
     for j in range(pose.shape[0]):
-        x, y, lik = pose[j, 0], pose[j, 1], pose[j, 2]
-        good = lik >= pcutoff and math.isfinite(x) and math.isfinite(y)
+        lik = pose[j, d]
+        good = lik >= pcutoff
+        for col in range(d):
+            good = good and math.isfinite(pose[j, col])
         if last_ns[j] >= 0 and t_ns - last_ns[j] > max_gap_ns:
             last_ns[j] = -1
         s, c = state[j], cov[j]
         if last_ns[j] >= 0:
-            for col in range(2):  # s <- F s
+            for col in range(d):  # s <- F s
                 for i in range(n):
                     acc = 0.0
                     for k in range(i, n):
@@ -97,33 +103,34 @@ def kalman_step(
                     c[i, k] = acc
             if good:  # measurement of the position: H = [1, 0, ...]
                 denominator = c[0, 0] + r2
-                rx, ry = x - s[0, 0], y - s[0, 1]
                 for i in range(n):
                     tmp[0, i] = c[0, i]
-                for i in range(n):
+                for i in range(n - 1, -1, -1):  # row 0 last: the residuals use its prior
                     gain = c[i, 0] / denominator
-                    s[i, 0] += gain * rx
-                    s[i, 1] += gain * ry
+                    for col in range(d):
+                        s[i, col] += gain * (pose[j, col] - s[0, col])
                     for k in range(n):
                         c[i, k] -= gain * tmp[0, k]
                 last_ns[j] = t_ns
         elif good:
             s[:] = 0.0
-            s[0, 0], s[0, 1] = x, y
+            for col in range(d):
+                s[0, col] = pose[j, col]
             c[:] = 0.0
             for i in range(n):
                 c[i, i] = p0[i]
             last_ns[j] = t_ns
         if last_ns[j] >= 0:
-            px, py, term = 0.0, 0.0, 1.0
-            for i in range(n):
-                px += s[i, 0] * term
-                py += s[i, 1] * term
-                term *= horizon / (i + 1)
-            out[j, 0], out[j, 1] = px, py
+            for col in range(d):
+                value, term = 0.0, 1.0
+                for i in range(n):
+                    value += s[i, col] * term
+                    term *= horizon / (i + 1)
+                out[j, col] = value
         else:
-            out[j, 0], out[j, 1] = x, y
-        out[j, 2] = lik
+            for col in range(d):
+                out[j, col] = pose[j, col]
+        out[j, d] = lik
     return out
 
 
@@ -146,17 +153,23 @@ class KalmanConfig(Strict):
         return value
     order: Literal[1, 2] = 1
     pcutoff: float | None = Field(default=None, ge=0, le=1, description="None = model pcutoff")
-    measurement_noise: float = Field(default=3.0, gt=0)
-    process_noise: float = Field(default=3000.0, gt=0)
+    measurement_noise: float = Field(
+        default=3.0, gt=0,
+        description="std of the position error, in the points' units: px (2D), mm (3D)")
+    process_noise: float = Field(
+        default=3000.0, gt=0,
+        description="std after 1 s of the top derivative's random walk, in the points' units "
+        "(px/s or px/s^2 per sqrt(s) in 2D; mm/s or mm/s^2 per sqrt(s) in 3D)")
     max_gap_ms: float = Field(default=250.0, gt=0)
 
 
 class KalmanPredictor:
     """Latency compensation: each bodypart's position predicted to t_capture + latency.
 
-    Per bodypart of every individual a Kalman filter on (x, y) with a constant-velocity
-    (order 1) or constant-acceleration (order 2) model, stepped by the frames' own capture
-    times (any frame rate, dropped frames included). Measurements with likelihood < pcutoff
+    Per bodypart of every individual a Kalman filter on (x, y), or on (x, y, z) for
+    triangulated N x K x 4 points, with a constant-velocity (order 1) or
+    constant-acceleration (order 2) model, stepped by the frames' own capture times (any
+    frame rate, dropped frames included). Measurements with likelihood < pcutoff
     (or NaN) are skipped: the filter coasts on its prediction. A bodypart unseen for longer
     than max_gap_ms is forgotten and restarts at its next confident measurement; until then
     its raw row is passed through. The likelihood column is always the measured one.
@@ -164,9 +177,9 @@ class KalmanPredictor:
     Built from a KalmanConfig, or from its fields as keywords (its defaults apply):
     latency_ms: fixed prediction horizon; None uses each call's ``latency_ns``; "measured"
         its ``trigger_latency_ns`` (exposure -> output, from the devices), else ``latency_ns``.
-    measurement_noise: std (px) of the network's position error.
+    measurement_noise: std of the position error, in the points' units (px; mm in 3D).
     process_noise: how fast the top derivative may change: its random walk's std after 1 s
-        (px/s per sqrt(s) for order 1, px/s^2 per sqrt(s) for order 2).
+        (px/s per sqrt(s) for order 1, px/s^2 per sqrt(s) for order 2; mm in 3D).
     pcutoff: None means the model's, so it must be given here (``make_processors`` does).
     """
 
@@ -196,9 +209,9 @@ class KalmanPredictor:
         """Forget every bodypart (and size the state for points of this shape)."""
         n = self._order + 1
         self._out = np.zeros(shape, np.float32)
-        self._rows = self._out.reshape(-1, 3)
-        r = self._rows.shape[0]
-        self._state = np.zeros((r, n, 2))
+        self._rows = self._out.reshape(-1, shape[-1])
+        r, columns = self._rows.shape
+        self._state = np.zeros((r, n, columns - 1))
         self._cov = np.zeros((r, n, n))
         self._last_ns = np.full(r, -1, np.int64)
         self._t_ns: int | None = None
@@ -209,8 +222,8 @@ class KalmanPredictor:
         self.reset()
 
     def process(self, pose: np.ndarray, **kwargs: Any) -> np.ndarray:
-        """The predicted points, shaped as ``pose`` (N x K x 3, or one individual's K x 3);
-        float32, owned by the predictor: valid until the next call.
+        """The predicted points, shaped as ``pose`` (N x K x 3, or one individual's K x 3;
+        N x K x 4 or K x 4 in 3D); float32, owned by the predictor: valid until the next call.
 
         kwargs: ``t_capture_ns`` (required) and ``latency_ns`` (required unless latency_ms).
         """
@@ -230,9 +243,10 @@ class KalmanPredictor:
                               "the engine passes the measured latency_ns")
         pose = np.ascontiguousarray(pose, dtype=np.float32)
         if pose.shape != self._out.shape:
-            if pose.ndim not in (2, 3) or pose.shape[-1] != 3:
-                raise ValueError(f"points are N x K x 3 or K x 3 (x, y, likelihood), got "
-                                 f"shape {pose.shape}")
+            if pose.ndim not in (2, 3) or pose.shape[-1] not in (3, 4):
+                raise ValueError(f"KalmanPredictor: points are N x K x 3 or K x 3 (x, y, "
+                                 f"likelihood), or N x K x 4 or K x 4 in 3D (x, y, z, "
+                                 f"likelihood); got shape {pose.shape}")
             self.reset(pose.shape)
         dt_ns = 0 if self._t_ns is None else t_ns - self._t_ns
         if dt_ns < 0:  # the clock went back (a new source): start over
@@ -240,7 +254,7 @@ class KalmanPredictor:
             dt_ns = 0
         self._t_ns = t_ns
         f, q, tmp = self._work
-        kalman_step(pose.reshape(-1, 3), t_ns, dt_ns * 1e-9, horizon, self._pcutoff,
+        kalman_step(pose.reshape(self._rows.shape), t_ns, dt_ns * 1e-9, horizon, self._pcutoff,
                     self._density, self._r2, self._max_gap_ns, self._p0, self._state,
                     self._cov, self._last_ns, f, q, tmp, self._rows)
         return self._out

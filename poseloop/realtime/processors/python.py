@@ -1,7 +1,8 @@
 """Any DeepLabCut-Live processor, by import path (config ``type: python``).
 
 DeepLabCut-Live processors take one animal's K x 3 pose: :class:`DlcLiveAdapter` gives
-them ``points[0]`` when there is one individual (N = 1) and the N x K x 3 points otherwise,
+them ``points[0]`` when there is one individual (N = 1) and the N x K x 3 points otherwise
+(K x 4 and N x K x 4, x, y, z, likelihood, for triangulated 3D poses),
 passes the kwargs their ``process`` accepts, and takes their result back. Their ``save``
 (where DeepLabCut-Live processors write their logs) is called by the chain's.
 """
@@ -18,7 +19,7 @@ from pydantic import Field
 
 from poseloop.config import Strict
 from poseloop.errors import ConfigError, PoseloopError
-from poseloop.realtime.processors.chain import PROCESS_KWARGS, PROCESSORS
+from poseloop.realtime.processors.chain import PROCESS_KWARGS, PROCESSORS, describe_columns
 
 
 class PythonProcessorConfig(Strict):
@@ -30,7 +31,7 @@ class PythonProcessorConfig(Strict):
 
 
 class DlcLiveAdapter:
-    """Runs a DeepLabCut-Live style processor on N x K x 3 points.
+    """Runs a DeepLabCut-Live style processor on N x K x 3 (or 3D N x K x 4) points.
 
     processor: any object with ``process(pose, **kwargs)``; it gets a K x 3 pose when N = 1
     (a view: changes it makes in place are kept), the N x K x 3 points otherwise, and may
@@ -51,7 +52,7 @@ class DlcLiveAdapter:
         self._target = self._out  # what the processor's result is copied into
 
     def process(self, pose: np.ndarray, **kwargs: Any) -> np.ndarray | None:
-        """The processor's result as N x K x 3 float32 (the adapter's buffer), or None."""
+        """The processor's result shaped as ``pose``, float32 (the adapter's buffer), or None."""
         single = pose.shape[0] == 1
         given = kwargs if self._accepts is None else {
             n: kwargs[n] for n in self._accepts if n in kwargs}
@@ -66,7 +67,8 @@ class DlcLiveAdapter:
             raise PoseloopError(
                 f"processor {self.name} returned an array of shape {values.shape}; it is given "
                 f"and returns {' x '.join(map(str, self._target.shape))} "
-                f"({'bodyparts' if single else 'individuals x bodyparts'} x (x, y, likelihood))"
+                f"({'bodyparts' if single else 'individuals x bodyparts'} x "
+                f"{describe_columns(pose.shape[-1])})"
             )
         try:
             np.copyto(self._target, values)
@@ -100,7 +102,7 @@ def load_processor(target: str, kwargs: Mapping[str, Any] | None = None) -> Any:
 
 @PROCESSORS.register("python", PythonProcessorConfig)
 def python(config: PythonProcessorConfig, pcutoff: float) -> DlcLiveAdapter:
-    """The target processor, adapted to N x K x 3 points (pcutoff is the target's business)."""
+    """The target processor, adapted to N x K x C points (pcutoff is the target's business)."""
     return DlcLiveAdapter(load_processor(config.target, config.kwargs), name=config.target)
 
 

@@ -64,6 +64,16 @@ function showStatus(s) {
   recordButton.disabled = recording === null;
   recordButton.textContent = recording === false ? "resume recording" : "pause recording";
   drawHistogram(s.histogram);
+  showPoints3d(s.points3d);
+}
+
+function showPoints3d(rows) {  // [individual, bodypart, x, y, z, likelihood]; null in 2D
+  const pre = document.getElementById("points3d");
+  pre.hidden = document.getElementById("points3d-title").hidden = !rows;
+  if (!rows) return;
+  const num = (v, digits) => (v === null ? "–" : v.toFixed(digits)).padStart(8);
+  pre.textContent = rows.map(([ind, part, x, y, z, p]) =>
+    `${ind} ${part}`.padEnd(20) + num(x, 1) + num(y, 1) + num(z, 1) + num(p, 2)).join("\n");
 }
 
 recordButton.onclick = () => post("api/record", {on: !recording}).then(r => {
