@@ -171,13 +171,20 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{stats.stopped_by}; dropped: camera {stats.camera_dropped}"
           f"{', ' + drops if drops else ''}, devices {stats.device_dropped}; "
           f"rule events {stats.events}")
+    if stats.views_missing:
+        names = [c.name for c in engine.session.cameras]
+        print("camera group: views missing from a set " + ", ".join(
+            f"{n} {m}" for n, m in zip(names, stats.views_missing, strict=True))
+            + "; frames no set used " + ", ".join(str(u) for u in stats.views_unused))
     for error in stats.errors:
         print(f"error: {error}", file=sys.stderr)
     recorder = engine.sink("recorder")
     if isinstance(recorder, Recorder):
+        video = ", video" if recorder.config.video else ""
+        also = (f"each camera's DeepLabCut .csv/.h5{video}, _timing.csv, _events.csv"
+                if engine.session.dims == 3 else f".h5, _timing.csv, _events.csv{video}")
         print(f"recorded {recorder.rows_written} poses to {recorder.paths['poses_csv']} "
-              f"(+ .h5, _timing.csv, _events.csv{', video' if recorder.config.video else ''}); "
-              f"write errors {recorder.errors}")
+              f"(+ {also}); write errors {recorder.errors}")
     return 1 if stats.stopped_by.endswith(" error") else 0
 
 

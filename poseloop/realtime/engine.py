@@ -242,6 +242,10 @@ class Engine:
             infos = self.group.open()
             self._camera_open = True
             self._check_calibration(infos)
+            names = getattr(self.triangulation, "names", None)
+            if names is not None:  # the calibration names the cameras (and their files)
+                infos = [replace(info, name=name) for info, name in zip(infos, names,
+                                                                         strict=True)]
             self.camera_info = info = infos[0]
             self.session = replace(self.session, cameras=tuple(infos), dims=3)
         else:

@@ -63,7 +63,8 @@ class EngineConfig(LoopConfig):
 
     @model_validator(mode="after")
     def _one_source(self) -> EngineConfig:
-        if self.group is not None and "camera" in self.model_fields_set:
+        if self.group is not None and "camera" in self.model_fields_set \
+                and self.camera != CameraConfig(SyntheticConfig()):  # (a dump has the default)
             raise ValueError("give camera (one camera) or group (several), not both")
         return self
 

@@ -155,6 +155,9 @@ class CameraGroup:
         self._started = False
         self._sets = 0
 
+    def __repr__(self) -> str:
+        return f"CameraGroup({', '.join(map(repr, self.cameras))}; sync {self.sync})"
+
     def open(self) -> list[CameraInfo]:
         """Open every camera (closing those opened if one fails); reading starts at the first
         :meth:`read` (a run's warm-up does not use up a file's frames)."""
