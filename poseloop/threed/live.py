@@ -19,6 +19,7 @@ from numba import njit
 from pydantic import Field, model_validator
 
 from poseloop.config import Strict
+from poseloop.errors import ConfigError
 from poseloop.threed.calibration import Rig, read_calibration
 from poseloop.threed.triangulate import triangulate_kernel
 
@@ -97,11 +98,11 @@ class LiveTriangulation:
 
     def __init__(self, rig: Rig, shape: tuple[int, int], pcutoff: float,
                  cameras: list[str] | None = None, min_cameras: int = 2,
-                 reject_px: float = 0.0, where: str = "triangulation.cameras") -> None:
+                 reject_px: float = 0.0, where: str = "group.triangulation.cameras") -> None:
         names = cameras if cameras is not None else rig.names
-        chosen = [rig.cameras[rig.index(name, where)] for name in names]
+        chosen = [rig.cameras[rig.index(name, f"{where}: ")] for name in names]
         if len(chosen) < 2:
-            raise ValueError(f"{where}: triangulation needs at least two cameras, got {names}")
+            raise ConfigError(f"{where}: triangulation needs at least two cameras, got {names}")
         self.names = list(names)
         self.cameras = len(chosen)
         self.sizes = [c.size for c in chosen]
