@@ -189,13 +189,39 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from poseloop.realtime.analyze import analyze_video
+    from poseloop.analysis.batch import BarProgress, plan, run
+    from poseloop.analysis.cluster import ClusterSpec, SlurmOptions, connect, inference_threads
+    from poseloop.realtime.runner import RunnerConfig
 
-    for video in args.videos:
-        paths, stats = analyze_video(args.model, video, args.out, args.max_frames)
-        print(f"{video}: {stats.frames} frames -> {paths['poses_h5']} and .csv "
-              f"(recorder dropped {stats.sink_dropped.get('recorder', 0)})")
-    return 0
+    spec = ClusterSpec.parse(args.cluster) if args.cluster else None
+    threads = args.threads or (inference_threads(spec) if spec else None)
+    runner = RunnerConfig(providers=args.providers, allow_fallback=args.allow_fallback,
+                          intra_threads=threads)
+    jobs, skipped = plan(args.model, args.videos, args.out, runner, nwb=args.nwb,
+                         max_frames=args.max_frames, overwrite=args.overwrite)
+    for result in skipped:
+        print(f"{result.video}: outputs complete, skipped (--overwrite to redo)")
+    bar = BarProgress(len(jobs), enabled=None if args.progress else False)
+    try:
+        if spec is None or not jobs:
+            results = run(jobs, progress=bar)
+        else:
+            slurm = SlurmOptions(queue=args.slurm_queue, account=args.slurm_account,
+                                 cores=args.slurm_cores, memory=args.slurm_memory,
+                                 gpus=args.slurm_gpus, processes=args.slurm_processes,
+                                 jobs=args.slurm_jobs, walltime=args.slurm_walltime)
+            with connect(spec, slurm) as client:
+                results = run(jobs, client, bar)
+    finally:
+        bar.close()
+    failed = [r for r in results if r.status == "failed"]
+    for result in failed:
+        print(f"poseloop analyze: error: {result.video}: {result.error}", file=sys.stderr)
+    print(f"{len(results) - len(failed)} videos analysed, {len(skipped)} skipped (complete), "
+          f"{len(failed)} failed")
+    if not failed:
+        return 0
+    return 2 if all(r.user_error for r in failed) else 1
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -435,11 +461,41 @@ def build_parser() -> argparse.ArgumentParser:
                    "printed token)")
     r.set_defaults(func=cmd_run)
 
-    a = sub.add_parser("analyze", help="pose-track every frame of video files (offline)")
+    a = sub.add_parser("analyze", help="pose-track every frame of video files (offline), "
+                       "here or on a Dask cluster; a rerun skips videos already done")
     a.add_argument("model", help="exported .onnx model")
     a.add_argument("videos", nargs="+", help="video files")
     a.add_argument("--out", help="output folder (default: beside each video)")
     a.add_argument("--max-frames", type=int, help="analyze only the first N frames")
+    a.add_argument("--nwb", action="store_true",
+                   help="also write NWB files (ndx-pose), one per individual")
+    a.add_argument("--overwrite", action="store_true",
+                   help="analyse videos whose outputs are already complete again")
+    a.add_argument("--cluster", metavar="SPEC",
+                   help="run on Dask: local[:N] (N worker processes, default one per core), "
+                   "tcp://HOST:PORT (a running scheduler) or slurm (see --slurm-*); "
+                   "default: one video after another in this process")
+    a.add_argument("--providers", nargs="+", choices=("tensorrt", "cuda", "cpu"),
+                   default=["cpu"], help="ONNX Runtime providers on every worker, in order")
+    a.add_argument("--allow-fallback", action="store_true",
+                   help="use the providers a worker has instead of failing")
+    a.add_argument("--threads", type=int,
+                   help="ONNX Runtime threads per video (default: the cores shared by the "
+                   "local workers; 1 on SLURM)")
+    a.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bars")
+    sl = a.add_argument_group("SLURM (--cluster slurm, through dask-jobqueue; partition, "
+                              "account and walltime not given come from dask's "
+                              "jobqueue.slurm config)")
+    sl.add_argument("--slurm-queue", help="partition")
+    sl.add_argument("--slurm-account", help="account to charge")
+    sl.add_argument("--slurm-cores", type=int, default=4, help="cores per job (default 4)")
+    sl.add_argument("--slurm-memory", default="16GB", help="memory per job (default 16GB)")
+    sl.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per job (--gres=gpu:N)")
+    sl.add_argument("--slurm-processes", type=int, default=1,
+                    help="worker processes per job (default 1)")
+    sl.add_argument("--slurm-jobs", type=int, default=1, help="jobs to start (default 1)")
+    sl.add_argument("--slurm-walltime", help="time limit per job, e.g. 04:00:00")
     a.set_defaults(func=cmd_analyze)
 
     nw = sub.add_parser("new", help="create a DeepLabCut project (no DeepLabCut needed)")

@@ -21,7 +21,7 @@ from poseloop.realtime.engine import Engine
 from poseloop.realtime.engine_config import EngineConfig
 from poseloop.realtime.preprocess import Preprocessor
 from poseloop.realtime.processors import make_processors
-from poseloop.realtime.runner import make_runner
+from poseloop.realtime.runner import ModelRunner, make_runner
 from poseloop.realtime.sinks import SINKS
 from poseloop.realtime.tracker import AnimalTracker
 from poseloop.realtime.types import Camera, Decoder, Session, Sink
@@ -38,13 +38,18 @@ def model_file(config: EngineConfig) -> Path:
     return synthetic_model()
 
 
+def scorer_of(spec: ModelSpec) -> str:
+    """The scorer a model's pose tables are named with (DeepLabCut's ``DLC_...`` form)."""
+    return f"DLC_poseloop_{spec.backbone or 'model'}"
+
+
 def session_of(spec: ModelSpec, model: Path) -> Session:
     """The names a run's sinks need, from the model (cameras are filled in at open)."""
     return Session(
         bodyparts=tuple(spec.bodyparts), individuals=spec.individual_names,
         unique_bodyparts=tuple(spec.unique_bodyparts),
         skeleton=tuple((a, b) for a, b in spec.skeleton), multi_animal=spec.multi_animal,
-        model=model.name, scorer=f"DLC_poseloop_{spec.backbone or 'model'}",
+        model=model.name, scorer=scorer_of(spec),
         pcutoff=spec.pcutoff, cameras=(),
     )
 
@@ -102,11 +107,14 @@ def make_group(config: GroupConfig, timeout_s: float) -> CameraGroup:
     return CameraGroup(cameras, config.sync, config.tolerance_ms, timeout_s)
 
 
-def build_engine(config: EngineConfig, camera: Camera | CameraGroup | None = None) -> Engine:
+def build_engine(config: EngineConfig, camera: Camera | CameraGroup | None = None,
+                 runner: ModelRunner | None = None) -> Engine:
     """An Engine with every part of ``config`` (``camera`` replaces the configured camera
-    or group)."""
+    or group; ``runner``, one already made for the config's model and runner section,
+    replaces making one: offline analysis opens one inference session per worker, not one
+    per video)."""
     model = model_file(config)
-    runner = make_runner(model, config.runner)
+    runner = runner if runner is not None else make_runner(model, config.runner)
     spec = runner.spec
     actuators = make_actuators(config.devices)
     group = config.group
