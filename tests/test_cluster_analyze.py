@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from poseloop.analysis.batch import plan, run
-from poseloop.analysis.cluster import ClusterSpec, SlurmOptions, inference_threads
+from poseloop.analysis.cluster import ClusterSpec, SlurmOptions, connect, inference_threads
 from poseloop.analysis.outputs import PARTIAL
 from poseloop.analysis.video_task import VideoResult
 from poseloop.errors import ConfigError
@@ -100,8 +100,6 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def client():
     """A LocalCluster of 2 worker processes, 1 thread each, as ``--cluster local:2``."""
-    from poseloop.analysis.cluster import connect
-
     with connect(ClusterSpec.parse("local:2")) as dask_client:
         yield dask_client
 
@@ -336,3 +334,13 @@ def test_cluster_forms_and_slurm_jobs(tmp_path: Path) -> None:
                  "#SBATCH --gres=gpu:1", "#SBATCH -t 02:00:00", "--nworkers 2",
                  "--nthreads 4"):
         assert line in script
+
+
+def test_a_local_cluster_leaves_the_environment_as_it_was() -> None:
+    """Dask's nannies set OMP_NUM_THREADS=1, MALLOC_TRIM_THRESHOLD_, PYTHONHASHSEED, ... in
+    the process that starts them; poseloop puts the environment back, so a live run started
+    from the same process later is not throttled."""
+    before = dict(os.environ)
+    with connect(ClusterSpec.parse("local:1")) as client:
+        assert client.submit(lambda: 1 + 1).result(timeout=60) == 2
+    assert dict(os.environ) == before

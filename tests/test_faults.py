@@ -214,14 +214,16 @@ def test_a_killed_run_leaves_whole_csv_rows_and_recover_writes_the_h5(
         rec = tmp_path / "rec"
         deadline = time.monotonic() + 60
         video = rec / "session.mkv"
-        while not list(rec.glob("*_timing.csv")) or \
-                len(pd.read_csv(next(rec.glob("*_timing.csv")))) < 100 or \
-                not video.exists() or video.stat().st_size < 600_000:  # FFmpeg has flushed
-            assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
-            time.sleep(0.05)
-        assert emulator.outputs[1] is True and emulator.watchdog_trips == 0
-        proc.kill()
-        proc.wait(10)
+        try:
+            while not list(rec.glob("*_timing.csv")) or \
+                    len(pd.read_csv(next(rec.glob("*_timing.csv")))) < 100 or \
+                    not video.exists() or video.stat().st_size < 600_000:  # FFmpeg flushed
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+                time.sleep(0.05)
+            assert emulator.outputs[1] is True and emulator.watchdog_trips == 0
+        finally:  # a failed check must not leave the run going (it would load the machine)
+            proc.kill()
+            proc.wait(10)
         deadline = time.monotonic() + 3
         while emulator.outputs[1] and time.monotonic() < deadline:
             time.sleep(0.01)

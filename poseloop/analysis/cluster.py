@@ -107,17 +107,33 @@ def connect(spec: ClusterSpec, slurm: SlurmOptions | None = None) -> Iterator[An
         with Client(spec.address) as client:
             yield client
         return
-    if spec.kind == "local":
-        cluster: Any = LocalCluster(n_workers=spec.workers or 1, threads_per_worker=1,
-                                    processes=True, host="127.0.0.1", dashboard_address=":0")
-    else:
-        try:
-            from dask_jobqueue.slurm import SLURMCluster
-        except ImportError as e:
-            raise ConfigError("--cluster slurm needs dask-jobqueue: pip install "
-                              "'poseloop[cluster]'") from e
-        slurm = slurm or SlurmOptions()
-        cluster = SLURMCluster(**slurm.cluster_kwargs())
-        cluster.scale(jobs=slurm.jobs)
-    with cluster, Client(cluster) as client:
-        yield client
+    with _environ_kept():
+        if spec.kind == "local":
+            cluster: Any = LocalCluster(n_workers=spec.workers or 1, threads_per_worker=1,
+                                        processes=True, host="127.0.0.1",
+                                        dashboard_address=":0")
+        else:
+            try:
+                from dask_jobqueue.slurm import SLURMCluster
+            except ImportError as e:
+                raise ConfigError("--cluster slurm needs dask-jobqueue: pip install "
+                                  "'poseloop[cluster]'") from e
+            slurm = slurm or SlurmOptions()
+            cluster = SLURMCluster(**slurm.cluster_kwargs())
+            cluster.scale(jobs=slurm.jobs)
+        with cluster, Client(cluster) as client:
+            yield client
+
+
+@contextlib.contextmanager
+def _environ_kept() -> Iterator[None]:
+    """Put this process's environment back as it was: Dask's nannies set theirs
+    (``OMP_NUM_THREADS=1``, ``MALLOC_TRIM_THRESHOLD_``, ``PYTHONHASHSEED``, ...) in the
+    process that starts the workers and leave it there, where it would throttle every later
+    child process (a live run started after an analysis)."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
