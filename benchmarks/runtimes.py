@@ -38,7 +38,9 @@ def contenders(run: Path) -> dict[str, tuple[Path, dict]]:
     fp32, int8 = run / "model.onnx", run / "model.int8.onnx"
     out = {"ONNX Runtime fp32": (fp32, {}), "ONNX Runtime int8": (int8, {})}
     if importlib.util.find_spec("openvino") is not None:
-        import openvino as ov
+        from poseloop.realtime.openvino_runner import import_openvino
+
+        ov = import_openvino()
 
         out["OpenVINO fp32"] = (fp32, {"backend": "openvino"})
         if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):

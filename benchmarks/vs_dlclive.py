@@ -181,7 +181,9 @@ def openvino_variants() -> dict[str, dict]:
 
     if importlib.util.find_spec("openvino") is None:
         return {}
-    import openvino as ov
+    from poseloop.realtime.openvino_runner import import_openvino
+
+    ov = import_openvino()
 
     out = {}
     if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):

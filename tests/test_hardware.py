@@ -584,3 +584,14 @@ def test_firmware_times_exposure_to_output_in_simavr(avr_build: Path) -> None:
     # simulation's clock rate wanders with the host's load, so mapping host times to it is
     # only good to a few ms) the one before; the emulator test checks the matching exactly.
     assert max(check.later_strobes) <= 1, check
+
+
+def test_a_long_start_before_the_loop_does_not_trip_the_watchdog(
+        emulator: DeviceEmulator, open_device) -> None:
+    """Between open and the loop's first keepalive (a run's warm-up: seconds, minutes for a
+    TensorRT build) the device is kept fed; once the loop has run and stops, it trips."""
+    device = open_device("stim", emulator.port, watchdog_ms=100)
+    time.sleep(0.6)  # six watchdog periods of warm-up
+    assert emulator.watchdog_ms == 100 and emulator.watchdog_trips == 0
+    device.keepalive()  # the loop's first frame ... and its last
+    assert wait_until(lambda: emulator.watchdog_trips == 1, timeout=2)

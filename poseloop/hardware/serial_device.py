@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import select
 import threading
@@ -85,7 +86,10 @@ class SerialDevice:
         # device's watchdog and re-arms it after a board reset (an Arduino resets when its
         # port is opened and misses what is sent during its 1-2 s boot).
         self._feed_s = watchdog_ms / 3000 if watchdog_ms else None
-        self._fed = time.monotonic()
+        # Fed for ever until the loop's first keepalive(): a run's warm-up (seconds; minutes
+        # for a TensorRT build) must not trip the watchdog, and nothing is on before the
+        # loop runs. A host that dies meanwhile stops the heartbeat all the same.
+        self._fed = math.inf
         self._arm = _watchdog_line(watchdog_ms or 0)
         self.counters = Counters()
         self.rtt_ns: int | None = None  # last PING round trip

@@ -16,6 +16,7 @@ for the others (dynamic crops), each only once.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,30 @@ from poseloop.realtime.runner import RUNNERS, RunnerConfig, as_batch, default_sh
 _PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
 
 
+def import_openvino() -> Any:
+    """The ``openvino`` module, imported without its usage telemetry.
+
+    At import OpenVINO sends telemetry from a forked process unless the user opted out
+    (``opt_in_out --opt_out``) or ``CI=true``; forked from a threaded process (the live
+    loop's, a test run's) that child can deadlock, and the interpreter then hangs at exit
+    waiting for it — on an offline lab rig, always. The import runs with ``CI=true`` (the
+    opt-out its telemetry checks), the environment put back afterwards.
+    """
+    saved = os.environ.get("CI")
+    os.environ["CI"] = "true"
+    try:
+        import openvino as ov
+    except ImportError as e:
+        raise ProviderError("runner backend 'openvino' needs the openvino package (pip "
+                            "install 'poseloop[openvino]')") from e
+    finally:
+        if saved is None:
+            os.environ.pop("CI", None)
+        else:
+            os.environ["CI"] = saved
+    return ov
+
+
 class OpenVinoRunner:
     """Runs a poseloop ONNX model with OpenVINO on the CPU; see the module docstring.
 
@@ -38,12 +63,7 @@ class OpenVinoRunner:
 
     def __init__(self, model_path: str | Path, precision: str = "fp32",
                  threads: int | None = None) -> None:
-        try:
-            import openvino as ov
-        except ImportError as e:
-            raise ProviderError(
-                "runner backend 'openvino' needs the openvino package (pip install "
-                "'poseloop[openvino]')") from e
+        ov = import_openvino()
         self.path = Path(model_path)
         if not self.path.is_file():
             raise ModelError(f"{self.path}: model file not found")
