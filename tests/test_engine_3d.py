@@ -24,7 +24,7 @@ from poseloop.realtime.cameras.group import CameraGroup
 from poseloop.realtime.cameras.synthetic_view import SyntheticViewCamera, write_view_calibration
 from poseloop.realtime.decoder import make_decoder
 from poseloop.realtime.engine import Engine, RunStats
-from poseloop.realtime.engine_config import EngineConfig
+from poseloop.realtime.engine_config import EngineConfig, load_engine_config, with_overrides
 from poseloop.realtime.preprocess import PreprocessConfig, Preprocessor
 from poseloop.realtime.runner import RunnerConfig, make_runner
 from poseloop.realtime.types import Frame, Pose, Runner, Session
@@ -352,9 +352,12 @@ def test_calibration_of_another_frame_size_fails_at_open(tmp_path: Path) -> None
 
 # -- 5. config errors ------------------------------------------------------------------------
 def test_config_errors_name_what_to_fix(calibration: Path) -> None:
-    with pytest.raises(ConfigError, match="camera .* or group .*not both"):
-        Engine.from_config({"group": group_section(calibration),
-                            "camera": {"kind": "synthetic", "width": 160, "height": 120}})
+    for camera in ({"kind": "synthetic", "width": 160, "height": 120}, {"kind": "synthetic"}):
+        with pytest.raises(ConfigError, match="camera .* or group .*not both"):
+            Engine.from_config({"group": group_section(calibration), "camera": camera})
+    overridden = with_overrides(load_engine_config({"group": group_section(calibration)}),
+                                duration_s=1.0)  # a dumped config: its default camera is no
+    assert overridden.group is not None and overridden.duration_s == 1.0  # camera given
     with pytest.raises(ConfigError, match="^group.triangulation.cameras: camera 'nope' is "
                                           "not in the calibration .*view0, view1, view2"):
         Engine.from_config({"group": group_section(calibration, cameras=["view0", "nope",

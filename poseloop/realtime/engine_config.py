@@ -63,8 +63,7 @@ class EngineConfig(LoopConfig):
 
     @model_validator(mode="after")
     def _one_source(self) -> EngineConfig:
-        if self.group is not None and "camera" in self.model_fields_set \
-                and self.camera != CameraConfig(SyntheticConfig()):  # (a dump has the default)
+        if self.group is not None and "camera" in self.model_fields_set:
             raise ValueError("give camera (one camera) or group (several), not both")
         return self
 
@@ -126,6 +125,8 @@ def with_overrides(cfg: EngineConfig, source: str = "command line", **updates: A
     """A copy of ``cfg`` with top-level fields or sink sections replaced (None = keep),
     validated again."""
     data = cfg.model_dump(by_alias=True)
+    if cfg.group is not None:  # the dump holds the default camera too: not given
+        data.pop("camera", None)
     data.update({k: v for k, v in updates.items() if v is not None})
     return validate(EngineConfig, data, source)
 
