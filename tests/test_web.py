@@ -178,6 +178,45 @@ def test_live_page_in_chromium(tmp_path: Path) -> None:
         run.finish()
 
 
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run does)")
+def test_live_page_in_chromium_with_three_cameras(tmp_path: Path) -> None:
+    """Live 3D on the page: camera 0's view with its 2D points, and the triangulated
+    coordinates listed as text (x, y, z in mm near the rig's 20 mm animal height)."""
+    from playwright.sync_api import sync_playwright
+
+    from poseloop.realtime.cameras.synthetic_view import write_view_calibration
+
+    calibration = write_view_calibration(tmp_path / "calibration.toml")
+    engine = Engine.from_config({
+        "group": {"sync": "trigger", "tolerance_ms": 100,
+                  "cameras": [{"kind": "synthetic_view", "view": v} for v in range(3)],
+                  "triangulation": {"calibration": str(calibration)}},
+        "web": {"host": "127.0.0.1", "port": 0, "max_fps": 10},
+    })
+    run = Running(engine)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                        args=["--no-sandbox"])
+            page = browser.new_page()
+            page.goto(run.view.server.url)
+            page.wait_for_function("Number(document.body.dataset.framesShown || 0) >= 3",
+                                   timeout=20000)
+            page.wait_for_function("document.getElementById('frame').naturalWidth === 400",
+                                   timeout=5000)
+            page.wait_for_function("!document.getElementById('points3d').hidden",
+                                   timeout=5000)
+            text = page.locator("#points3d").inner_text()
+            rows = [line.split() for line in text.splitlines()]
+            assert [r[1] for r in rows] == ["snout", "leftear", "rightear", "tailbase"], text
+            heights = [float(r[-2]) for r in rows if r[-2] != "–"]  # x y z likelihood
+            assert heights and all(abs(z - 20.0) < 10 for z in heights), text
+            browser.close()
+    finally:
+        run.finish()
+    assert run.stats is not None and not run.stats.errors
+
+
 # ------------------------------------------------------------------------------- labeler
 @pytest.fixture
 def labeling_project(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
