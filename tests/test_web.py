@@ -204,8 +204,9 @@ def test_live_page_in_chromium_with_three_cameras(tmp_path: Path) -> None:
                                    timeout=20000)
             page.wait_for_function("document.getElementById('frame').naturalWidth === 400",
                                    timeout=5000)
-            page.wait_for_function("!document.getElementById('points3d').hidden",
-                                   timeout=5000)
+            page.wait_for_function(  # a set the model saw from two views or more
+                "document.getElementById('points3d').textContent.split('\\n').some("
+                "l => l.trim() && !l.includes('–'))", timeout=10000)
             text = page.locator("#points3d").inner_text()
             rows = [line.split() for line in text.splitlines()]
             assert [r[1] for r in rows] == ["snout", "leftear", "rightear", "tailbase"], text

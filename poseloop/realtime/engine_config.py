@@ -106,6 +106,8 @@ class EngineConfig(LoopConfig):
     @model_serializer(mode="wrap")
     def _dump_sinks(self, handler: Any, info: SerializationInfo) -> dict[str, Any]:
         data = handler(self)
+        if self.group is not None:  # the camera is the group's: a dump reads back
+            data.pop("camera", None)
         for name, section in self.sinks.items():
             data[name] = None if section is None else section.model_dump(
                 mode=info.mode, by_alias=bool(info.by_alias))
@@ -125,8 +127,6 @@ def with_overrides(cfg: EngineConfig, source: str = "command line", **updates: A
     """A copy of ``cfg`` with top-level fields or sink sections replaced (None = keep),
     validated again."""
     data = cfg.model_dump(by_alias=True)
-    if cfg.group is not None:  # the dump holds the default camera too: not given
-        data.pop("camera", None)
     data.update({k: v for k, v in updates.items() if v is not None})
     return validate(EngineConfig, data, source)
 
