@@ -241,11 +241,7 @@ class Engine:
         if self.group is not None:
             infos = self.group.open()
             self._camera_open = True
-            self._check_calibration(infos)
-            names = getattr(self.triangulation, "names", None)
-            if names is not None:  # the calibration names the cameras (and their files)
-                infos = [replace(info, name=name) for info, name in zip(infos, names,
-                                                                         strict=True)]
+            infos = self._calibrated(infos)
             self.camera_info = info = infos[0]
             self.session = replace(self.session, cameras=tuple(infos), dims=3)
         else:
@@ -268,18 +264,20 @@ class Engine:
             self.warmup((info.width, info.height))
         return self
 
-    def _check_calibration(self, infos: Sequence[CameraInfo]) -> None:
-        """CameraError unless each camera delivers the size its calibration was made at."""
-        sizes = getattr(self.triangulation, "sizes", None)
-        names = getattr(self.triangulation, "names", None)
-        if sizes is None or names is None:
-            return
-        for i, (info, size, name) in enumerate(zip(infos, sizes, names, strict=True)):
+    def _calibrated(self, infos: Sequence[CameraInfo]) -> list[CameraInfo]:
+        """The cameras named as their calibration names them (and their files); CameraError
+        unless each delivers the size it was calibrated at."""
+        assert self.triangulation is not None
+        tri = self.triangulation
+        named = []
+        for i, (info, size, name) in enumerate(zip(infos, tri.sizes, tri.names, strict=True)):
             if (info.width, info.height) != tuple(size):
                 raise CameraError(
                     f"camera {i} ({info.name}) delivers {info.width}x{info.height} frames; "
                     f"its calibration ({name}) is for {size[0]}x{size[1]}: calibrate at the "
                     f"size you record, or set the camera's size")
+            named.append(replace(info, name=name))
+        return named
 
     def warmup(self, frame_size: tuple[int, int]) -> None:
         """Compile and warm every stage on a blank frame of (width, height), outside any timing."""

@@ -178,6 +178,13 @@ def view_session(session: Session, camera: int) -> Session:
     return replace(session, dims=2, unique_bodyparts=(), cameras=(session.cameras[camera],))
 
 
+def _dlc_header(session: Session) -> tuple[str, int]:
+    """The poses .csv header rows of ``session`` (DeepLabCut's layout) and its value count."""
+    levels, columns = pose_columns(session)
+    return _csv_text([name, *(column[j] for column in columns)]
+                     for j, name in enumerate(levels)), len(columns)
+
+
 @SINKS.register("record", RecordConfig)
 def record_sink(config: RecordConfig) -> Recorder | None:
     """The ``record`` section's sink: a Recorder, or None without ``record.dir``."""
@@ -263,23 +270,19 @@ class Recorder:
         # The tables of pose rows: (file key, first and last value column of the ring row).
         if session.dims == 3:
             header = anipose_columns(session)
-            n3 = (len(header) - len(_ANIPOSE_TAIL) - 1)
-            self._tables = [("poses_csv", 0, n3)]
+            start = len(header) - len(_ANIPOSE_TAIL) - 1  # anipose's value columns
+            self._tables = [("poses_csv", 0, start)]
             headers = [_csv_text([header])]
-            levels, columns = pose_columns(view_session(session, 0))
             for v in range(len(cameras)):
-                start = n3 + v * len(columns)
-                self._tables.append((f"poses_csv:{v}", start, start + len(columns)))
-                levels, columns = pose_columns(view_session(session, v))
-                headers.append(_csv_text([name, *(column[j] for column in columns)]
-                                         for j, name in enumerate(levels)))
-            width = self._tables[-1][2]
+                text, n = _dlc_header(view_session(session, v))
+                self._tables.append((f"poses_csv:{v}", start, start + n))
+                headers.append(text)
+                start += n
         else:
-            levels, columns = pose_columns(session)
-            width = len(columns)
-            self._tables = [("poses_csv", 0, width)]
-            headers = [_csv_text([name, *(column[j] for column in columns)]
-                                 for j, name in enumerate(levels))]
+            text, n = _dlc_header(session)
+            self._tables = [("poses_csv", 0, n)]
+            headers = [text]
+        width = self._tables[-1][2]
         self._writers: list[Any] = []
         try:
             if cfg.video:

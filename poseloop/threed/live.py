@@ -46,9 +46,12 @@ class TriangulationConfig(Strict):
 @runtime_checkable
 class Triangulation(Protocol):
     """V x N x K x 3 views -> N x K x 4 points (x, y, z, likelihood) in ``out`` and
-    N x K x 2 (reprojection error px, cameras used) in ``quality``."""
+    N x K x 2 (reprojection error px, cameras used) in ``quality``. ``names`` and ``sizes``:
+    each view's camera in the calibration and the (width, height) it was calibrated at."""
 
     cameras: int
+    names: list[str]
+    sizes: list[tuple[int, int]]
 
     def warmup(self) -> None: ...
 
