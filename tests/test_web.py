@@ -179,6 +179,34 @@ def test_live_page_in_chromium(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run does)")
+def test_live_page_keeps_moving_in_a_slow_browser(tmp_path: Path) -> None:
+    """A browser that decodes slower than frames come (CPU throttled 20×, as a busy lab PC)
+    still paints new pictures: a new frame must not abort the one being decoded."""
+    from playwright.sync_api import sync_playwright
+
+    run = Running(_engine(tmp_path))
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                        args=["--no-sandbox"])
+            page = browser.new_page()
+            page.context.new_cdp_session(page).send("Emulation.setCPUThrottlingRate",
+                                                    {"rate": 20})
+            page.goto(run.view.server.url)
+            shots = []
+            for _ in range(3):
+                shown = int(page.evaluate("Number(document.body.dataset.framesShown || 0)"))
+                page.wait_for_function(
+                    f"Number(document.body.dataset.framesShown || 0) >= {shown + 2}",
+                    timeout=30000)
+                shots.append(page.locator("#frame").screenshot(timeout=20000))
+            assert len(set(shots)) >= 2, "the picture froze"
+            browser.close()
+    finally:
+        run.finish()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run does)")
 def test_live_page_in_chromium_with_three_cameras(tmp_path: Path) -> None:
     """Live 3D on the page: camera 0's view with its 2D points, and the triangulated
     coordinates listed as text (x, y, z in mm near the rig's 20 mm animal height)."""
@@ -207,10 +235,18 @@ def test_live_page_in_chromium_with_three_cameras(tmp_path: Path) -> None:
             page.wait_for_function(  # a set the model saw from two views or more
                 "document.getElementById('points3d').textContent.split('\\n').some("
                 "l => l.trim() && !l.includes('–'))", timeout=10000)
-            text = page.locator("#points3d").inner_text()
-            rows = [line.split() for line in text.splitlines()]
-            assert [r[1] for r in rows] == ["snout", "leftear", "rightear", "tailbase"], text
-            heights = [float(r[-2]) for r in rows if r[-2] != "–"]  # x y z likelihood
+            # one set can be 10 mm off (the engine test bounds the median error at 5 mm), so
+            # the page must show, within a few seconds, a set with every point at the height
+            deadline = time.monotonic() + 10
+            while True:
+                text = page.locator("#points3d").inner_text()
+                rows = [line.split() for line in text.splitlines()]
+                assert [r[1] for r in rows] == ["snout", "leftear", "rightear", "tailbase"], text
+                heights = [float(r[-2]) for r in rows if r[-2] != "–"]  # x y z likelihood
+                if (heights and all(abs(z - 20.0) < 10 for z in heights)
+                        or time.monotonic() > deadline):
+                    break
+                time.sleep(0.2)
             assert heights and all(abs(z - 20.0) < 10 for z in heights), text
             browser.close()
     finally:

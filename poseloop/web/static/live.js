@@ -15,18 +15,30 @@ function post(path, body) {
                               body: JSON.stringify(body || {})}).then(r => r.json());
 }
 
+// One frame decodes at a time and only the newest waiting one follows it: setting img.src
+// while a load is under way aborts that load, so on a busy machine a stream faster than the
+// browser decodes would otherwise never finish one and the picture would freeze.
+let loading = false, waiting = null;
+
 function showFrame(blob) {
+  if (loading) { waiting = blob; return; }
+  loading = true;
   const url = URL.createObjectURL(blob);
-  img.onload = () => { if (lastUrl) URL.revokeObjectURL(lastUrl); lastUrl = url; };
+  img.onload = img.onerror = () => {
+    if (lastUrl) URL.revokeObjectURL(lastUrl);
+    lastUrl = url;
+    loading = false;
+    shown += 1;
+    total += 1;
+    document.body.dataset.framesShown = total;  // cumulative, painted: tests and benchmarks read it
+    const now = performance.now();
+    if (now - shownAt >= 1000) {
+      shownRate = shown * 1000 / (now - shownAt);
+      shown = 0; shownAt = now;
+    }
+    if (waiting) { const next = waiting; waiting = null; showFrame(next); }
+  };
   img.src = url;
-  shown += 1;
-  total += 1;
-  document.body.dataset.framesShown = total;  // cumulative: tests and benchmarks read it
-  const now = performance.now();
-  if (now - shownAt >= 1000) {
-    shownRate = shown * 1000 / (now - shownAt);
-    shown = 0; shownAt = now;
-  }
 }
 
 function drawHistogram(h) {
