@@ -9,6 +9,7 @@ other load means fewer steps.
 
     python benchmarks/train_recipe.py --minutes 20 --shuffles 3 --at 10
     python benchmarks/train_recipe.py --derived /tmp/derived --minutes 5
+    python benchmarks/train_recipe.py --minutes 10 --shuffles 1 --config flip.yaml
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from poseloop.config import TrainConfig
+from poseloop.config import TrainConfig, load_yaml
 from poseloop.project import read_project
 from poseloop.training.evaluate import evaluate
 from poseloop.training.shuffles import mean_sd, shuffle_folders
@@ -55,6 +56,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=20)
     ap.add_argument("--shuffles", type=int, default=3)
     ap.add_argument("--at", type=float, help="also report test RMSE at this many minutes")
+    ap.add_argument("--config", help="training config YAML (as for poseloop train), "
+                    "e.g. to compare an augmentation or training fraction")
     ap.add_argument("--out", default="runs/bench-recipe")
     args = ap.parse_args()
 
@@ -63,7 +66,8 @@ def main() -> None:
         projects += [Path(args.derived) / n for n in ("closeup", "mixed", "few")]
     if not projects:
         projects = [SHARED / "datasets" / "openfield-Pranav"]
-    cfg = TrainConfig(weights=args.weights, max_minutes=args.minutes)
+    base = load_yaml(TrainConfig, args.config) if args.config else TrainConfig()
+    cfg = base.model_copy(update={"weights": args.weights, "max_minutes": args.minutes})
     results = {}
     for root in projects:
         project = read_project(root)
