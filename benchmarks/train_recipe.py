@@ -46,6 +46,25 @@ def at_minutes(run: Path, minutes: float) -> list[float | None]:
     return values
 
 
+def swaps_corrected(folder: Path, swaps: list[dict]) -> float | None:
+    """A shuffle's test RMSE with the label swaps its evaluation found exchanged back.
+
+    The figure a user gets after fixing those labels (the labeler, then ``evaluate``):
+    a test frame with two exchanged labels adds the parts' distance twice to the mean.
+    """
+    table = pd.read_csv(folder / "evaluation" / "errors.csv")
+    test = table[table["split"] == "test"].set_index(["image", "bodypart"])
+    for swap in swaps:
+        a, b = ((swap["image"], part) for part in swap["bodyparts"])
+        if a not in test.index:
+            continue  # a training frame's swap: the test figure does not see it
+        cols = ["x_label", "y_label"]
+        test.loc[a, cols], test.loc[b, cols] = test.loc[b, cols].to_numpy(), \
+            test.loc[a, cols].to_numpy()
+    err = ((test["x_pred"] - test["x_label"]) ** 2 + (test["y_pred"] - test["y_label"]) ** 2)
+    return float(err.pow(0.5).mean()) if len(err.dropna()) else None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--project", action="append",
@@ -79,20 +98,28 @@ def main() -> None:
         steps = [int(pd.read_csv(f / "loss.csv")["iteration"].max())
                  for f in shuffle_folders(out)]
         summary["steps"] = steps
+        summary["test_rmse_swaps_corrected"] = mean_sd(
+            [swaps_corrected(f, r["swapped_labels"])
+             for f, r in zip(shuffle_folders(out), summary["shuffles"], strict=True)])
         summary["recipe"] = (shuffle_folders(out)[0] / "recipe.txt").read_text().strip()
         if args.at:
             summary["test_rmse_at"] = {"minutes": args.at, **mean_sd(at_minutes(out, args.at))}
         results[project.task] = summary
         print(summary["recipe"], flush=True)
+        for shuffle in summary["shuffles"]:
+            print(f"  {shuffle['shuffle']}: train {shuffle['train_rmse']:.2f} px, test "
+                  f"{shuffle['test_rmse']:.2f} px, swapped labels found: "
+                  f"{[(w['image'], w['bodyparts']) for w in shuffle['swapped_labels']]}",
+                  flush=True)
     at = f" | test RMSE px at {args.at:g} min" if args.at else ""
     print(f"\n| project | frames (train/test) | minutes | steps | train RMSE px | test RMSE px"
-          f"{at} |")
-    print("|---|---|---|---|---|---|" + ("---|" if args.at else ""))
+          f" | test RMSE px, found label swaps corrected{at} |")
+    print("|---|---|---|---|---|---|---|" + ("---|" if args.at else ""))
     for name, s in results.items():
         first = s["shuffles"][0]
         cells = [name, f"{first['n_train']}/{first['n_test']}", f"{args.minutes:g}",
                  f"{sum(s['steps']) / len(s['steps']):.0f}", _pm(s["train_rmse"]),
-                 _pm(s["test_rmse"])]
+                 _pm(s["test_rmse"]), _pm(s["test_rmse_swaps_corrected"])]
         if args.at:
             cells.append(_pm(s["test_rmse_at"]))
         print("| " + " | ".join(cells) + " |")
