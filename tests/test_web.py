@@ -3,6 +3,7 @@ headless Chromium (Debian's, driven by Playwright) watching the synthetic camera
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,22 @@ class Running:
         self.engine.stop()
         self.thread.join(timeout=20)
         self.engine.close()
+
+
+@contextlib.contextmanager
+def _chromium_page(url: str, **page: Any) -> Iterator[Any]:
+    """A page of Debian's headless Chromium (driven by Playwright) opened at ``url``."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox"])
+        try:
+            tab = browser.new_page(**page)
+            tab.goto(url)
+            yield tab
+        finally:
+            browser.close()
 
 
 def _post(url: str, body: dict | None = None) -> dict:
@@ -141,15 +159,9 @@ def test_other_hosts_need_the_token(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run does)")
 def test_live_page_in_chromium(tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     run = Running(_engine(tmp_path))
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                        args=["--no-sandbox"])
-            page = browser.new_page()
-            page.goto(run.view.server.url)
+        with _chromium_page(run.view.server.url) as page:
             page.wait_for_function("Number(document.body.dataset.framesShown || 0) >= 5",
                                    timeout=15000)
             first = page.locator("#frame").screenshot()
@@ -173,7 +185,6 @@ def test_live_page_in_chromium(tmp_path: Path) -> None:
             page.locator("#stop").click()
             run.thread.join(timeout=20)
             assert not run.thread.is_alive()
-            browser.close()
     finally:
         run.finish()
 
@@ -182,8 +193,6 @@ def test_live_page_in_chromium(tmp_path: Path) -> None:
 def test_live_page_in_chromium_with_three_cameras(tmp_path: Path) -> None:
     """Live 3D on the page: camera 0's view with its 2D points, and the triangulated
     coordinates listed as text (x, y, z in mm near the rig's 20 mm animal height)."""
-    from playwright.sync_api import sync_playwright
-
     from poseloop.realtime.cameras.synthetic_view import write_view_calibration
 
     calibration = write_view_calibration(tmp_path / "calibration.toml")
@@ -195,11 +204,7 @@ def test_live_page_in_chromium_with_three_cameras(tmp_path: Path) -> None:
     })
     run = Running(engine)
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                        args=["--no-sandbox"])
-            page = browser.new_page()
-            page.goto(run.view.server.url)
+        with _chromium_page(run.view.server.url) as page:
             page.wait_for_function("Number(document.body.dataset.framesShown || 0) >= 3",
                                    timeout=20000)
             page.wait_for_function("document.getElementById('frame').naturalWidth === 400",
@@ -220,7 +225,6 @@ def test_live_page_in_chromium_with_three_cameras(tmp_path: Path) -> None:
                     break
                 time.sleep(0.2)
             assert heights and all(abs(z - 20.0) < 10 for z in heights), text
-            browser.close()
     finally:
         run.finish()
     assert run.stats is not None and not run.stats.errors
@@ -274,8 +278,6 @@ def test_labeler_api_refuses_bad_points(labeling_project: Path) -> None:
 @pytest.mark.parametrize("labeling_project", [(), ("m1", "m2")], indirect=True,
                          ids=["single", "multi"])
 def test_labeler_in_chromium(labeling_project: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     from poseloop.project import read_project
     from poseloop.web.labeler import labeler_server
 
@@ -284,11 +286,7 @@ def test_labeler_in_chromium(labeling_project: Path) -> None:
     who = "m2" if multi else ""
     server = labeler_server(root, port=0, log=lambda _: None)
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                        args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(server.url)
+        with _chromium_page(server.url, viewport={"width": 1280, "height": 900}) as page:
             page.wait_for_function("document.body.dataset.ready")
             box = page.locator("#canvas").bounding_box()
             assert box is not None
@@ -333,7 +331,6 @@ def test_labeler_in_chromium(labeling_project: Path) -> None:
             first_animal = "m1" if multi else ""
             _wait_labels(root, lambda lab: lab[second].get((first_animal, "snout"))
                          == (150.0, 100.0))
-            browser.close()
         project = read_project(root)
         frame = next(f for f in project.frames if f.image.endswith(first))
         snout = frame.keypoints[1, 0] if multi else frame.keypoints[0]
