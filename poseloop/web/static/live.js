@@ -24,10 +24,14 @@ function showFrame(blob) {
   if (loading) { waiting = blob; return; }
   loading = true;
   const url = URL.createObjectURL(blob);
-  img.onload = img.onerror = () => {
+  const next = () => {
+    loading = false;
+    if (waiting) { const blob = waiting; waiting = null; showFrame(blob); }
+  };
+  img.onerror = () => { URL.revokeObjectURL(url); next(); };  // not painted: not counted
+  img.onload = () => {
     if (lastUrl) URL.revokeObjectURL(lastUrl);
     lastUrl = url;
-    loading = false;
     shown += 1;
     total += 1;
     document.body.dataset.framesShown = total;  // cumulative, painted: tests and benchmarks read it
@@ -36,7 +40,7 @@ function showFrame(blob) {
       shownRate = shown * 1000 / (now - shownAt);
       shown = 0; shownAt = now;
     }
-    if (waiting) { const next = waiting; waiting = null; showFrame(next); }
+    next();
   };
   img.src = url;
 }
